@@ -1,0 +1,181 @@
+"""The merge-method interface.
+
+A method turns the task vectors of T tasks into one merged vector τm (independent
+of the scaling coefficient α; the pipeline chooses α afterwards on validation).
+Most methods work one state-dict key at a time: they implement ``merge_key`` and
+the runner streams keys from memory-mapped safetensors, so peak memory stays
+near one task vector whatever T is. Methods that need the whole model or data
+(TALL masks, AdaMerging) override ``merge``.
+
+Adding a method = one module defining a subclass + one line in
+``mergelab.methods.REGISTRY``.
+"""
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
+
+import torch
+
+#: α grids of the spec (methods.md), by name.
+ALPHA_GRIDS: dict[str, list[float]] = {
+    "fixed1": [1.0],
+    # 1/30 … 1: linspace(0, 1, 31) without 0
+    "ta": [round(i / 30, 10) for i in range(1, 31)],
+    # 0.1 … 3.0 step 0.1
+    "svd": [round(0.1 * i, 10) for i in range(1, 31)],
+}
+
+
+class MethodConfigError(ValueError):
+    """A method was given an unknown or invalid hyperparameter."""
+
+
+@dataclass(frozen=True)
+class KeyInfo:
+    """What a per-key method knows about the tensor it merges."""
+
+    key: str
+    regime: str              # "full" or "lora"
+    n_tasks: int
+    seed: int                # deterministic per (run seed, key)
+    is_matrix: bool          # a 2-D weight (methods.md "matrix key")
+
+    def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
+        g = torch.Generator(device=device)
+        g.manual_seed(self.seed)
+        return g
+
+
+def key_seed(seed: int, key: str) -> int:
+    """A stable 63-bit seed for one key (independent of key order and Python hashing)."""
+    digest = hashlib.sha256(f"{seed}:{key}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & ((1 << 63) - 1)
+
+
+def is_matrix_key(key: str, shape: Sequence[int]) -> bool:
+    """methods.md: 2-D weights of the image encoder are matrix keys; the rest are vector keys."""
+    return len(shape) == 2 and "text_projection" not in key
+
+
+@dataclass
+class MergeContext:
+    """Everything beyond the task vectors that a whole-model method may use."""
+
+    regime: str
+    tasks: list[str]
+    seed: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    #: callable(task_index, tau: dict[str, Tensor], alpha, split) -> accuracy in [0, 1];
+    #: only present when the merge rule was given data (methods with ``needs_data``).
+    evaluate: Callable[..., float] | None = None
+    #: extra payload a data-based method may need (model builders, unlabeled loaders)
+    extras: dict[str, Any] = field(default_factory=dict)
+    #: where a method may write side outputs (chosen per-task λ, learned coefficients)
+    aux: dict[str, Any] = field(default_factory=dict)
+
+
+class MergeMethod:
+    """Base class. Subclasses set the class attributes and implement ``merge_key``."""
+
+    #: registry name (set by the subclass)
+    name: ClassVar[str] = ""
+    #: which fine-tuning regimes the method supports
+    regimes: ClassVar[tuple[str, ...]] = ("full", "lora")
+    #: name of the α grid in ALPHA_GRIDS
+    alpha_grid: ClassVar[str] = "ta"
+    #: hyperparameters and their defaults; ``__init__`` rejects anything else
+    defaults: ClassVar[Mapping[str, Any]] = {}
+    #: True when ``merge`` needs ``ctx.evaluate`` / data (validation or unlabeled test images)
+    needs_data: ClassVar[bool] = False
+
+    def __init__(self, **params: Any) -> None:
+        unknown = sorted(set(params) - set(self.defaults))
+        if unknown:
+            raise MethodConfigError(
+                f"method '{self.name}': unknown hyperparameter(s) {unknown}; "
+                f"allowed: {sorted(self.defaults)}")
+        self.params = {**self.defaults, **params}
+        self.validate()
+
+    def validate(self) -> None:
+        """Check ``self.params``; raise MethodConfigError naming the bad one."""
+
+    # -- per-key path -------------------------------------------------------
+    def merge_key(self, taus: Sequence[torch.Tensor], info: KeyInfo) -> torch.Tensor:
+        raise NotImplementedError
+
+    # -- whole-model path ---------------------------------------------------
+    def merge(self, store: "TaskVectorSource", ctx: MergeContext,
+              progress: Callable[[Iterable], Iterable] = lambda x: x) -> dict[str, torch.Tensor]:
+        out: dict[str, torch.Tensor] = {}
+        for key in progress(store.keys()):
+            taus = [t.to(ctx.device) for t in store.get(key)]
+            info = KeyInfo(key=key, regime=ctx.regime, n_tasks=len(taus),
+                           seed=key_seed(ctx.seed, key), is_matrix=is_matrix_key(key, taus[0].shape))
+            merged = self.merge_key(taus, info)
+            if merged.shape != taus[0].shape:
+                raise RuntimeError(f"method '{self.name}' returned shape {tuple(merged.shape)} "
+                                   f"for key '{key}' of shape {tuple(taus[0].shape)}")
+            out[key] = merged.to(dtype=taus[0].dtype, device="cpu")
+            del taus
+        return out
+
+    @classmethod
+    def grid(cls) -> list[float]:
+        return list(ALPHA_GRIDS[cls.alpha_grid])
+
+
+class TaskVectorSource:
+    """Protocol: ``keys()`` lists the keys, ``get(key)`` returns one tensor per task."""
+
+    def keys(self) -> list[str]:  # pragma: no cover - protocol
+        raise NotImplementedError
+
+    def get(self, key: str) -> list[torch.Tensor]:  # pragma: no cover - protocol
+        raise NotImplementedError
+
+
+class DictSource(TaskVectorSource):
+    """In-memory source (tests, benchmarks)."""
+
+    def __init__(self, taus: Sequence[Mapping[str, torch.Tensor]]):
+        self.taus = list(taus)
+
+    def keys(self) -> list[str]:
+        return list(self.taus[0].keys())
+
+    def get(self, key: str) -> list[torch.Tensor]:
+        return [t[key] for t in self.taus]
+
+
+# -- helpers shared by several methods ---------------------------------------
+
+def disjoint_mean(stack: torch.Tensor) -> torch.Tensor:
+    """TIES sign election + disjoint mean over dim 0.
+
+    Elected sign = sign of the sum (entries whose sum is 0 get the majority sign
+    of the whole tensor); the result is the mean of the entries that agree with
+    the elected sign, 0 where none agrees.
+    """
+    total = stack.sum(dim=0)
+    elected = torch.sign(total)
+    majority = torch.sign(elected.sum())
+    if majority == 0:
+        majority = torch.ones((), dtype=stack.dtype, device=stack.device)
+    elected = torch.where(elected == 0, majority, elected)
+    agree = (torch.sign(stack) == elected) & (stack != 0)
+    count = agree.sum(dim=0).clamp(min=1)
+    return (stack * agree).sum(dim=0) / count
+
+
+def topk_mask(t: torch.Tensor, fraction: float) -> torch.Tensor:
+    """Boolean mask of the top ``fraction`` entries of |t| (at least one)."""
+    n = t.numel()
+    k = max(1, int(round(n * fraction)))
+    if k >= n:
+        return torch.ones_like(t, dtype=torch.bool)
+    flat = t.abs().flatten()
+    thresh = torch.kthvalue(flat, n - k + 1).values
+    return t.abs() >= thresh
