@@ -41,6 +41,7 @@ class KeyInfo:
     n_tasks: int
     seed: int                # deterministic per (run seed, key)
     is_matrix: bool          # a 2-D weight (methods.md "matrix key")
+    lora_rank: int | None = None   # LoRA rank of the adapters (regime "lora" only)
 
     def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
         g = torch.Generator(device=device)
@@ -66,6 +67,7 @@ class MergeContext:
     regime: str
     tasks: list[str]
     seed: int = 0
+    lora_rank: int | None = None
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     #: callable(task_index, tau: dict[str, Tensor], alpha, split) -> accuracy in [0, 1];
     #: only present when the merge rule was given data (methods with ``needs_data``).
@@ -113,7 +115,8 @@ class MergeMethod:
         for key in progress(store.keys()):
             taus = [t.to(ctx.device) for t in store.get(key)]
             info = KeyInfo(key=key, regime=ctx.regime, n_tasks=len(taus),
-                           seed=key_seed(ctx.seed, key), is_matrix=is_matrix_key(key, taus[0].shape))
+                           seed=key_seed(ctx.seed, key), is_matrix=is_matrix_key(key, taus[0].shape),
+                           lora_rank=ctx.lora_rank)
             merged = self.merge_key(taus, info)
             if merged.shape != taus[0].shape:
                 raise RuntimeError(f"method '{self.name}' returned shape {tuple(merged.shape)} "
