@@ -1,0 +1,25 @@
+# mergelab: from datasets to the tables and figures of a model-merging paper.
+# `snakemake --cores all` runs the embedded offline mini suite (config/config.yaml).
+# Paper scale: `snakemake --cores all --configfile config/paper/<name>.yaml`.
+
+from snakemake.utils import min_version
+
+min_version("8.0")
+
+
+configfile: "config/config.yaml"
+
+
+include: "rules/common.smk"
+include: "rules/data.smk"
+include: "rules/pretrain.smk"
+include: "rules/finetune.smk"
+include: "rules/merge.smk"
+include: "rules/evaluate.smk"
+include: "rules/report.smk"
+
+
+rule all:
+    input:
+        all_targets(),
+    default_target: True

@@ -1,0 +1,204 @@
+"""`mergelab` command line: one subcommand per pipeline step (each Snakemake rule
+calls exactly one). Rules pass the config subset a step needs as ``--spec JSON``
+so that Snakemake's params trigger reruns precisely."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _spec(s: str) -> dict[str, Any]:
+    try:
+        return json.loads(s)
+    except json.JSONDecodeError as exc:
+        raise SystemExit(f"--spec is not valid JSON: {exc}")
+
+
+def _evaluator_args(spec: dict[str, Any], a: argparse.Namespace) -> dict[str, Any]:
+    return {"model_cfg": spec["model"], "pretrained": a.pretrained, "task_dirs": a.data,
+            "head_paths": a.heads, "data_cfg": spec["data"],
+            "batch_size": spec.get("batch_size", 256), "device": spec.get("device", "auto")}
+
+
+def cmd_validate_config(a):
+    from .config import load_config
+    cfg = load_config(a.file)
+    print(f"{a.file}: valid ({len(cfg['data']['tasks'])} tasks, {len(cfg['suites'])} suites, "
+          f"{len(cfg['methods'])} methods)")
+
+
+def cmd_methods(a):
+    from . import methods as M
+    for name in M.available():
+        cls = M.get_method(name)
+        print(f"{name:20s} regimes={','.join(cls.regimes):10s} grid={cls.alpha_grid:6s} "
+              f"data={'yes' if cls.needs_data else 'no':3s} defaults={dict(cls.defaults)}")
+
+
+def cmd_prepare_task(a):
+    spec = _spec(a.spec)
+    from .data.prepare import prepare_task
+    prepare_task(a.task, spec["task"], a.out, seed=spec["seed"], mini=spec.get("mini", {}),
+                 cache_dir=spec.get("cache_dir"), image_size=spec.get("image_size"))
+
+
+def cmd_build_corpus(a):
+    spec = _spec(a.spec)
+    from .data.mini import build_corpus
+    build_corpus(a.out, seed=spec["seed"], n=spec["corpus_size"],
+                 family_weights=spec.get("family_weights"), caption_noise=spec["caption_noise"])
+
+
+def cmd_pretrain(a):
+    spec = _spec(a.spec)
+    from .pretrain import fetch_pretrained, pretrain
+    if spec["model"].get("pretrained"):
+        fetch_pretrained(spec["model"], a.out_weights, a.out_metrics)
+    else:
+        if not a.corpus:
+            raise SystemExit("pretrain: --corpus is required when model.pretrained is null")
+        pretrain(a.corpus, spec["model"], spec["pretrain"], spec["image_size"], spec["seed"],
+                 a.out_weights, a.out_metrics, spec.get("device", "auto"))
+
+
+def cmd_heads(a):
+    spec = _spec(a.spec)
+    from .heads import build_head
+    build_head(a.task, spec["task"], a.data, spec["model"], a.pretrained, a.out,
+               spec.get("device", "auto"))
+
+
+def cmd_finetune(a):
+    spec = _spec(a.spec)
+    from .finetune import finetune
+    finetune(a.regime, a.task, a.data, a.head, a.pretrained, spec["model"], spec["finetune"],
+             spec["data"], spec["epochs"], spec["seed"], a.out_weights, a.out_metrics,
+             spec.get("device", "auto"), spec.get("batch_size", 256))
+
+
+def cmd_extract(a):
+    spec = _spec(a.spec)
+    from .extract import extract
+    extract(a.regime, a.finetuned, a.pretrained, spec["model"], a.out, spec.get("lora"))
+
+
+def cmd_eval_reference(a):
+    spec = _spec(a.spec)
+    from .evaluate import eval_reference
+    eval_reference(a.kind, a.regime, a.tasks, _evaluator_args(spec, a), a.taskvectors,
+                   a.out, spec, spec["seed"])
+
+
+def cmd_merge(a):
+    spec = _spec(a.spec)
+    from .merge import run_merge
+    ev_args = _evaluator_args(spec, a) if a.data else None
+    run_merge(a.method, spec["method_spec"], a.regime, a.suite, a.tasks, a.taskvectors,
+              a.out_tau, a.out_json, spec["seed"], spec.get("lora_rank"),
+              spec.get("device", "auto"), ev_args, spec)
+
+
+def cmd_eval_merged(a):
+    spec = _spec(a.spec)
+    from .evaluate import eval_merged
+    eval_merged(a.method, a.regime, a.suite, a.tasks, _evaluator_args(spec, a), a.merged,
+                a.individual, spec["alpha_grid"], a.out, spec, spec["seed"], a.merge_info)
+
+
+def cmd_report(a):
+    spec = _spec(a.spec)
+    from .report import make_report
+    make_report(spec, a.results, a.out_dir, a.regime, a.suite)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mergelab", description=__doc__)
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    def add(name, fn, help_):
+        s = sub.add_parser(name, help=help_)
+        s.set_defaults(fn=fn)
+        return s
+
+    s = add("validate-config", cmd_validate_config, "validate a config file against the schema")
+    s.add_argument("file")
+    add("methods", cmd_methods, "list the available merge methods")
+
+    s = add("prepare-task", cmd_prepare_task, "build/download one task's dataset")
+    s.add_argument("--task", required=True); s.add_argument("--spec", required=True)
+    s.add_argument("--out", required=True)
+
+    s = add("build-corpus", cmd_build_corpus, "generate the offline captioned pretraining corpus")
+    s.add_argument("--spec", required=True); s.add_argument("--out", required=True)
+
+    s = add("pretrain", cmd_pretrain, "pretrain the tiny CLIP (or fetch published weights)")
+    s.add_argument("--spec", required=True); s.add_argument("--corpus")
+    s.add_argument("--out-weights", required=True); s.add_argument("--out-metrics", required=True)
+
+    s = add("heads", cmd_heads, "build one task's zero-shot head")
+    for k in ("--task", "--spec", "--data", "--pretrained", "--out"):
+        s.add_argument(k, required=True)
+
+    s = add("finetune", cmd_finetune, "fine-tune one task (full or LoRA)")
+    for k in ("--regime", "--task", "--spec", "--data", "--head", "--pretrained",
+              "--out-weights", "--out-metrics"):
+        s.add_argument(k, required=True)
+
+    s = add("extract", cmd_extract, "extract one task vector")
+    for k in ("--regime", "--spec", "--finetuned", "--pretrained", "--out"):
+        s.add_argument(k, required=True)
+
+    s = add("eval-reference", cmd_eval_reference, "zero-shot or individual accuracies")
+    s.add_argument("--kind", choices=["zeroshot", "individual"], required=True)
+    for k in ("--regime", "--spec", "--pretrained", "--out"):
+        s.add_argument(k, required=True)
+    s.add_argument("--tasks", nargs="+", required=True)
+    s.add_argument("--data", nargs="+", required=True)
+    s.add_argument("--heads", nargs="+", required=True)
+    s.add_argument("--taskvectors", nargs="+")
+
+    s = add("merge", cmd_merge, "merge the task vectors of one suite with one method")
+    for k in ("--method", "--regime", "--suite", "--spec", "--out-tau", "--out-json"):
+        s.add_argument(k, required=True)
+    s.add_argument("--tasks", nargs="+", required=True)
+    s.add_argument("--taskvectors", nargs="+", required=True)
+    s.add_argument("--pretrained"); s.add_argument("--data", nargs="+")
+    s.add_argument("--heads", nargs="+")
+
+    s = add("eval-merged", cmd_eval_merged, "choose α on validation, evaluate on test")
+    for k in ("--method", "--regime", "--suite", "--spec", "--pretrained", "--merged", "--out"):
+        s.add_argument(k, required=True)
+    s.add_argument("--merge-info")
+    for k in ("--tasks", "--data", "--heads", "--individual"):
+        s.add_argument(k, nargs="+", required=True)
+
+    s = add("report", cmd_report, "tables (Markdown, LaTeX, CSV) and figures of one regime and suite")
+    s.add_argument("--spec", required=True); s.add_argument("--regime", required=True)
+    s.add_argument("--suite", required=True); s.add_argument("--out-dir", required=True)
+    s.add_argument("--results", nargs="+", required=True)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
+                        stream=sys.stderr)
+    args = build_parser().parse_args(argv)
+    t0 = time.time()
+    from .config import ConfigError
+    from .io import ArtifactError
+    try:
+        args.fn(args)
+    except (ConfigError, ArtifactError) as exc:
+        print(f"mergelab {args.cmd}: error: {exc}", file=sys.stderr)
+        return 2
+    logging.info("mergelab %s finished in %.1f s", args.cmd, time.time() - t0)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,140 @@
+"""Config loading and validation (JSON schema + semantic checks), with clear errors."""
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any, Mapping
+
+import jsonschema
+import yaml
+
+SCHEMA_PATH = Path(__file__).resolve().parent / "schema.yaml"
+
+
+class ConfigError(ValueError):
+    """The config is invalid; the message names the key."""
+
+
+def _with_defaults(validator_class):
+    validate_props = validator_class.VALIDATORS["properties"]
+
+    def set_defaults(validator, properties, instance, schema):
+        if isinstance(instance, dict):
+            for name, sub in properties.items():
+                if "default" in sub and name not in instance:
+                    instance[name] = copy.deepcopy(sub["default"])
+        yield from validate_props(validator, properties, instance, schema)
+
+    return jsonschema.validators.extend(validator_class, {"properties": set_defaults})
+
+
+def load_schema() -> dict[str, Any]:
+    with open(SCHEMA_PATH) as fh:
+        return yaml.safe_load(fh)
+
+
+def _key_path(err: jsonschema.ValidationError) -> str:
+    parts = [str(p) for p in err.absolute_path]
+    return ".".join(parts) if parts else "<top level>"
+
+
+def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Return a validated deep copy of ``config`` with defaults filled in.
+
+    Raises ConfigError naming the offending key (schema errors first, then
+    semantic checks: unknown tasks in suites, unknown methods, methods that do
+    not support a regime, bad hyperparameters).
+    """
+    cfg = copy.deepcopy(dict(config))
+    schema = load_schema()
+    Validator = _with_defaults(jsonschema.Draft202012Validator)
+    errors = sorted(Validator(schema).iter_errors(cfg), key=lambda e: list(e.absolute_path))
+    if errors:
+        lines = []
+        for e in errors[:10]:
+            msg = e.message
+            if e.validator == "additionalProperties":
+                msg = f"unknown key(s): {msg.split('(')[-1].rstrip(')')}"
+            lines.append(f"  config key '{_key_path(e)}': {msg}")
+        raise ConfigError("invalid config:\n" + "\n".join(lines))
+    _semantic_checks(cfg)
+    return cfg
+
+
+def _semantic_checks(cfg: dict[str, Any]) -> None:
+    from . import methods as M
+
+    tasks = cfg["data"]["tasks"]
+    for name, task in tasks.items():
+        src = task.get("source", "mini")
+        if src == "mini":
+            from .data.mini import MINI_TASKS
+            if name not in MINI_TASKS:
+                raise ConfigError(f"config key 'data.tasks.{name}': no mini task of that name "
+                                  f"(available: {', '.join(sorted(MINI_TASKS))})")
+        elif src == "hub" and not task.get("hub_id"):
+            from .data import paper
+            if name not in paper.HUB_TASKS:
+                raise ConfigError(f"config key 'data.tasks.{name}.hub_id': required for source "
+                                  "'hub' (no built-in hub id for this task)")
+        elif src == "local" and not task.get("path"):
+            raise ConfigError(f"config key 'data.tasks.{name}.path': required for source 'local'")
+    for suite, members in cfg["suites"].items():
+        for t in members:
+            if t not in tasks:
+                raise ConfigError(f"config key 'suites.{suite}': unknown task '{t}' "
+                                  f"(not under data.tasks: {', '.join(tasks)})")
+    grid = cfg["evaluation"].get("alpha_grid")
+    if grid is not None and not grid:
+        raise ConfigError("config key 'evaluation.alpha_grid': empty α grid")
+    for inst, spec in cfg["methods"].items():
+        try:
+            cls = M.get_method(spec["method"])
+        except KeyError as exc:
+            raise ConfigError(f"config key 'methods.{inst}.method': {exc}") from None
+        try:
+            cls(**spec.get("params", {}))
+        except (ValueError, TypeError) as exc:
+            raise ConfigError(f"config key 'methods.{inst}.params': {exc}") from None
+        for r in spec.get("regimes") or []:
+            if r not in cls.regimes:
+                raise ConfigError(f"config key 'methods.{inst}.regimes': method "
+                                  f"'{spec['method']}' does not support regime '{r}'")
+        if inst in ("zeroshot", "individual"):
+            raise ConfigError(f"config key 'methods.{inst}': '{inst}' is a reserved row name")
+    rs = cfg.get("report", {}).get("main_suite")
+    if rs is not None and rs not in cfg["suites"]:
+        raise ConfigError(f"config key 'report.main_suite': unknown suite '{rs}'")
+
+
+def load_config(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        with open(path) as fh:
+            raw = yaml.safe_load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file {path}: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"config file {path}: top level must be a mapping")
+    return validate_config(raw)
+
+
+def method_regimes(cfg: Mapping[str, Any], inst: str) -> list[str]:
+    """Regimes in which method instance ``inst`` runs."""
+    from . import methods as M
+    spec = cfg["methods"][inst]
+    supported = M.get_method(spec["method"]).regimes
+    wanted = spec.get("regimes") or list(cfg["regimes"])
+    return [r for r in cfg["regimes"] if r in wanted and r in supported]
+
+
+def alpha_grid(cfg: Mapping[str, Any], inst: str) -> list[float]:
+    from . import methods as M
+    spec = cfg["methods"][inst]
+    if spec.get("alpha_grid"):
+        return list(spec["alpha_grid"])
+    if cfg["evaluation"].get("alpha_grid") and M.get_method(spec["method"]).alpha_grid != "fixed1":
+        return list(cfg["evaluation"]["alpha_grid"])
+    return M.get_method(spec["method"]).grid()

@@ -1,0 +1,102 @@
+"""Shared training/evaluation machinery: batches, schedules, heads, accuracy."""
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Iterator, Mapping
+
+import torch
+import torch.nn.functional as F
+from tqdm.auto import tqdm
+
+from .io import ArtifactError, load_tensors, save_tensors
+from .models import ImageEncoder, normalize_images
+
+
+def progress(iterable=None, **kw):
+    """tqdm to stderr (lands in the rule's log); quiet when not wanted."""
+    kw.setdefault("file", sys.stderr)
+    kw.setdefault("mininterval", 2.0)
+    kw.setdefault("dynamic_ncols", True)
+    return tqdm(iterable, **kw)
+
+
+def batches(n: int, batch_size: int, shuffle: bool, generator: torch.Generator | None = None,
+            drop_last: bool = False) -> Iterator[torch.Tensor]:
+    idx = torch.randperm(n, generator=generator) if shuffle else torch.arange(n)
+    stop = n - (n % batch_size) if drop_last and n >= batch_size else n
+    for i in range(0, stop, batch_size):
+        yield idx[i:i + batch_size]
+
+
+def cosine_lr(step: int, total: int, base_lr: float, warmup: int) -> float:
+    """Linear warm-up then cosine decay to 0 (the task-vector recipe)."""
+    if warmup > 0 and step < warmup:
+        return base_lr * (step + 1) / warmup
+    progress_ = (step - warmup) / max(1, total - warmup)
+    return 0.5 * base_lr * (1 + math.cos(math.pi * min(1.0, progress_)))
+
+
+# ---------------------------------------------------------------------------- heads
+
+class Head:
+    """A frozen zero-shot classification head: logits = scale · normalize(f) @ Wᵀ."""
+
+    def __init__(self, weight: torch.Tensor, logit_scale: float):
+        self.weight = weight
+        self.logit_scale = float(logit_scale)
+
+    def to(self, device) -> "Head":
+        return Head(self.weight.to(device), self.logit_scale)
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        return self.logit_scale * F.normalize(features, dim=-1) @ self.weight.T
+
+    def save(self, path: str | Path, metadata: Mapping[str, str] | None = None) -> None:
+        save_tensors({"weight": self.weight, "logit_scale": torch.tensor(self.logit_scale)},
+                     path, metadata)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Head":
+        t = load_tensors(path)
+        if "weight" not in t or "logit_scale" not in t:
+            raise ArtifactError(f"{path}: not a classification head (needs 'weight', 'logit_scale')")
+        return cls(t["weight"].float(), float(t["logit_scale"]))
+
+
+@torch.no_grad()
+def text_head(clip, tokenizer, classnames: list[str], templates: list[str],
+              device: torch.device) -> Head:
+    """Encode every template per class, L2-normalize, average, renormalize."""
+    clip = clip.to(device).eval()
+    rows = []
+    for name in classnames:
+        texts = [t.format(name) for t in templates]
+        tokens = tokenizer(texts).to(device)
+        emb = F.normalize(clip.encode_text(tokens).float(), dim=-1)
+        rows.append(F.normalize(emb.mean(dim=0), dim=-1))
+    return Head(torch.stack(rows).cpu(), clip.logit_scale.exp().item())
+
+
+# ---------------------------------------------------------------------------- evaluation
+
+@torch.no_grad()
+def predict(encoder: ImageEncoder, head: Head, images: torch.Tensor, batch_size: int,
+            device: torch.device) -> torch.Tensor:
+    """Predicted labels for uint8 images [N,3,H,W]."""
+    encoder.eval()
+    head = head.to(device)
+    preds = []
+    for idx in batches(len(images), batch_size, shuffle=False):
+        x = normalize_images(images[idx], device)
+        preds.append(head.logits(encoder(x).float()).argmax(dim=-1).cpu())
+    return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
+
+
+def accuracy(encoder: ImageEncoder, head: Head, images: torch.Tensor, labels: torch.Tensor,
+             batch_size: int, device: torch.device) -> float:
+    if len(labels) == 0:
+        raise ArtifactError("cannot evaluate on an empty split")
+    pred = predict(encoder, head, images, batch_size, device)
+    return (pred == labels).float().mean().item()

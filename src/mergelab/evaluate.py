@@ -1,0 +1,154 @@
+"""Evaluation: zero-shot, individual fine-tuned models, and merged models with
+the scaling coefficient α chosen on validation (highest mean normalized accuracy,
+first best wins), then one test evaluation at the chosen α."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import torch
+
+from .engine import Head, accuracy, progress
+from .io import ArtifactError, check_finite, load_json, load_tensors, provenance, save_json
+from .models import build_encoder, pick_device
+from .splits import load_split
+
+
+class Evaluator:
+    """θ0 of one regime plus each task's head and split tensors; evaluates θ0 + α·τ."""
+
+    def __init__(self, regime: str, model_cfg: Mapping[str, Any], pretrained: str | Path,
+                 tasks: Sequence[str], task_dirs: Sequence[str | Path],
+                 head_paths: Sequence[str | Path], data_cfg: Mapping[str, Any],
+                 batch_size: int = 256, device: str = "auto"):
+        self.dev = pick_device(device)
+        self.regime = regime
+        self.tasks = list(tasks)
+        self.task_dirs = [str(d) for d in task_dirs]
+        self.encoder = build_encoder(regime, model_cfg, pretrained).to(self.dev).eval()
+        self.theta0 = {k: v.detach().clone() for k, v in self.encoder.weights().items()}
+        self.heads = [Head.load(p) for p in head_paths]
+        self.data_cfg = data_cfg
+        self.batch_size = batch_size
+        self._current: dict[str, torch.Tensor] | None = None
+
+    def split(self, i: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        x, y, n = load_split(self.task_dirs[i], split, self.data_cfg["image_size"],
+                             self.data_cfg.get("max_eval_per_task"))
+        if self.heads[i].weight.shape[0] != n:
+            raise ArtifactError(f"head of task '{self.tasks[i]}' has {self.heads[i].weight.shape[0]} "
+                                f"classes, its dataset {self.task_dirs[i]} has {n}")
+        return x, y
+
+    def set_weights(self, tau: Mapping[str, torch.Tensor] | None, alpha: float) -> None:
+        if tau is None:
+            sd = self.theta0
+        else:
+            missing = [k for k in tau if k not in self.theta0]
+            if missing:
+                raise ArtifactError(f"task vector key '{missing[0]}' is not a weight of the "
+                                    f"{self.regime} image encoder (another architecture?)")
+            sd = {k: (self.theta0[k].float() + alpha * tau[k].to(self.dev).float()).to(self.theta0[k].dtype)
+                  for k in tau}
+        self.encoder.load_weights(sd)
+
+    def accuracy(self, i: int, split: str) -> float:
+        x, y = self.split(i, split)
+        return accuracy(self.encoder, self.heads[i], x, y, self.batch_size, self.dev)
+
+    def evaluate(self, i: int, tau: Mapping[str, torch.Tensor] | None, alpha: float,
+                 split: str = "validation") -> float:
+        """Accuracy of task i's head on θ0 + α·τ (the MergeContext.evaluate signature)."""
+        self.set_weights(tau, alpha)
+        try:
+            return self.accuracy(i, _split_name(split))
+        finally:
+            self.set_weights(None, 0.0)
+
+    def all_tasks(self, tau, alpha: float, split: str) -> list[float]:
+        self.set_weights(tau, alpha)
+        try:
+            return [self.accuracy(i, split) for i in range(len(self.tasks))]
+        finally:
+            self.set_weights(None, 0.0)
+
+
+def _split_name(split: str) -> str:
+    return "validation" if split in ("val", "validation") else split
+
+
+def _tau(path: str | Path) -> dict[str, torch.Tensor]:
+    tau = load_tensors(path)
+    check_finite(tau, str(path))
+    return tau
+
+
+def eval_reference(kind: str, regime: str, tasks: Sequence[str], evaluator_args: Mapping[str, Any],
+                   tv_paths: Sequence[str | Path] | None, out_json: str | Path,
+                   config_subset: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """Zero-shot (α = 0) or individual (each task with θ0 + τt) accuracies."""
+    ev = Evaluator(regime, tasks=tasks, **evaluator_args)
+    res: dict[str, Any] = {"kind": kind, "regime": regime, "tasks": list(tasks),
+                           "validation": {}, "test": {}}
+    for i, task in enumerate(progress(tasks, desc=f"{kind} {regime}")):
+        tau = _tau(tv_paths[i]) if kind == "individual" else None
+        for split in ("validation", "test"):
+            res[split][task] = ev.evaluate(i, tau, 1.0, split)
+    res["provenance"] = provenance(dict(config_subset), seed=seed)
+    save_json(res, out_json)
+    return res
+
+
+def choose_alpha(grid: Sequence[float], val_norm: Sequence[float]) -> int:
+    """Index of the highest mean normalized validation accuracy; first best wins."""
+    best, best_i = -float("inf"), 0
+    for i, v in enumerate(val_norm):
+        if v > best + 1e-12:
+            best, best_i = v, i
+    return best_i
+
+
+def eval_merged(inst: str, regime: str, suite: str, tasks: Sequence[str],
+                evaluator_args: Mapping[str, Any], merged_path: str | Path,
+                individual_paths: Sequence[str | Path], grid: Sequence[float],
+                out_json: str | Path, config_subset: Mapping[str, Any], seed: int,
+                merge_info_path: str | Path | None = None) -> dict[str, Any]:
+    if not grid:
+        raise ArtifactError(f"method '{inst}': empty α grid")
+    t0 = time.time()
+    ev = Evaluator(regime, tasks=tasks, **evaluator_args)
+    tau = _tau(merged_path)
+    indiv_val, indiv_test = {}, {}
+    for p in individual_paths:
+        d = load_json(p)
+        indiv_val.update(d["validation"])
+        indiv_test.update(d["test"])
+    for t in tasks:
+        if t not in indiv_val:
+            raise ArtifactError(f"no individual accuracy for task '{t}' in {list(individual_paths)}")
+    val_rows = []
+    for a in progress(grid, desc=f"α grid {inst}/{regime}/{suite}"):
+        accs = ev.all_tasks(tau, a, "validation")
+        norm = [acc / max(indiv_val[t], 1e-12) for acc, t in zip(accs, tasks)]
+        val_rows.append({"alpha": a, "accuracy": dict(zip(tasks, accs)),
+                         "mean_accuracy": sum(accs) / len(accs),
+                         "mean_normalized": sum(norm) / len(norm)})
+    best = choose_alpha(grid, [r["mean_normalized"] for r in val_rows])
+    alpha = float(grid[best])
+    test = ev.all_tasks(tau, alpha, "test")
+    test_acc = dict(zip(tasks, test))
+    res = {
+        "method": inst, "regime": regime, "suite": suite, "tasks": list(tasks),
+        "alpha": alpha, "alpha_grid": list(grid),
+        "validation_curve": val_rows,
+        "validation": val_rows[best]["accuracy"],
+        "test": test_acc,
+        "test_normalized": {t: test_acc[t] / max(indiv_test[t], 1e-12) for t in tasks},
+        "seconds": time.time() - t0,
+    }
+    if merge_info_path:
+        res["merge"] = {k: v for k, v in load_json(merge_info_path).items() if k != "provenance"}
+    res["provenance"] = provenance(dict(config_subset), seed=seed)
+    save_json(res, out_json)
+    return res

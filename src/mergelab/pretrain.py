@@ -1,0 +1,82 @@
+"""Contrastive pretraining of the tiny CLIP on the offline captioned corpus
+(mini suite only; paper configs load open_clip's pretrained weights instead)."""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from .engine import batches, cosine_lr, progress
+from .io import provenance, save_json, save_tensors
+from .models import create_open_clip, normalize_images, pick_device, seed_everything, tokenizer
+
+
+def pretrain(corpus_dir: str | Path, model_cfg: Mapping[str, Any], cfg: Mapping[str, Any],
+             image_size: int, seed: int, out_weights: str | Path, out_metrics: str | Path,
+             device: str = "auto") -> dict[str, Any]:
+    import open_clip
+    from datasets import load_from_disk
+
+    from .data.loading import split_to_tensor
+
+    seed_everything(seed)
+    dev = pick_device(device)
+    ds = load_from_disk(str(corpus_dir))
+    images, _ = split_to_tensor(ds, image_size) if "label" in ds.column_names else \
+        split_to_tensor(ds.add_column("label", [0] * len(ds)), image_size)
+    tok = tokenizer(model_cfg["name"])
+    texts = tok(list(ds["caption"]))
+    model = create_open_clip(model_cfg["name"]).to(dev)
+    model.train()
+    loss_fn = open_clip.ClipLoss()
+    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg["weight_decay"]},
+                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg["lr"])
+    bs = cfg["batch_size"]
+    steps_per_epoch = max(1, len(images) // bs)
+    total = max(1, int(round(cfg["epochs"] * steps_per_epoch)))
+    gen = torch.Generator().manual_seed(seed)
+    step, t0, losses = 0, time.time(), []
+    bar = progress(total=total, desc="pretrain")
+    while step < total:
+        for idx in batches(len(images), bs, shuffle=True, generator=gen, drop_last=True):
+            if step >= total:
+                break
+            for g in opt.param_groups:
+                g["lr"] = cosine_lr(step, total, cfg["lr"], cfg["warmup_steps"])
+            img_f, txt_f, scale = model(normalize_images(images[idx], dev), texts[idx].to(dev))[:3]
+            loss = loss_fn(img_f, txt_f, scale)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            with torch.no_grad():
+                model.logit_scale.clamp_(0, 4.6052)
+            losses.append(loss.item())
+            step += 1
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.3f}")
+    bar.close()
+    model.eval()
+    save_tensors({k: v for k, v in model.state_dict().items()}, out_weights,
+                 metadata={"model": model_cfg["name"], "source": "mergelab pretrain"})
+    metrics = {
+        "steps": total, "images": len(images), "seconds": time.time() - t0,
+        "loss_first": losses[0], "loss_last": sum(losses[-20:]) / len(losses[-20:]),
+        "provenance": provenance({"model": dict(model_cfg), "pretrain": dict(cfg)}, seed=seed),
+    }
+    save_json(metrics, out_metrics)
+    return metrics
+
+
+def fetch_pretrained(model_cfg: Mapping[str, Any], out_weights: str | Path,
+                     out_metrics: str | Path) -> dict[str, Any]:
+    """Paper scale: open_clip's published weights (e.g. ViT-B-32 'openai') saved as safetensors."""
+    model = create_open_clip(model_cfg["name"], model_cfg["pretrained"], model_cfg.get("cache_dir"))
+    save_tensors(dict(model.state_dict()), out_weights,
+                 metadata={"model": model_cfg["name"], "source": f"open_clip:{model_cfg['pretrained']}"})
+    metrics = {"provenance": provenance({"model": dict(model_cfg)})}
+    save_json(metrics, out_metrics)
+    return metrics
