@@ -1,0 +1,49 @@
+# mergelab — `make run` runs the whole embedded pipeline, `make test` the test suite.
+# Both set up the locked environment (.venv) first if it is missing or stale.
+
+PYTHON ?= python3
+VENV   := .venv
+BIN    := $(CURDIR)/$(VENV)/bin
+STAMP  := $(VENV)/.installed
+export PATH := $(BIN):$(PATH)
+CORES  ?= all
+PYTEST_ARGS ?=
+
+.PHONY: env run dry-run test lint lock report clean-results help
+
+help:
+	@echo "make run      set up .venv (if needed) and run 'snakemake --cores all' on config/config.yaml"
+	@echo "make test     set up .venv (if needed) and run the test suite"
+	@echo "make lint     snakemake --lint"
+	@echo "make lock     re-resolve requirements.lock from requirements.in"
+
+env: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check "$$(grep '^uv==' requirements.lock)"
+	$(BIN)/uv pip sync -q --python $(BIN)/python requirements.lock
+	$(BIN)/uv pip install -q --python $(BIN)/python --no-deps -e .
+	touch $(STAMP)
+
+run: env
+	$(BIN)/snakemake --cores $(CORES)
+
+dry-run: env
+	$(BIN)/snakemake --cores $(CORES) -n
+
+test: env
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: env
+	$(BIN)/snakemake --lint
+
+report: env
+	$(BIN)/snakemake --cores $(CORES) --report results/report.html
+
+lock:
+	$(BIN)/uv pip compile requirements.in -o requirements.lock --python-version 3.11 \
+	    --python-platform x86_64-manylinux_2_28 -q
+
+clean-results:
+	rm -rf results/mini .snakemake/metadata
