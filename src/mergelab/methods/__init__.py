@@ -17,6 +17,10 @@ REGISTRY: dict[str, str] = {
     "weight_averaging": "mergelab.methods.basic:WeightAveraging",
     "task_arithmetic": "mergelab.methods.basic:TaskArithmetic",
     "ties": "mergelab.methods.basic:Ties",
+    "dare": "mergelab.methods.dare:Dare",
+    "consensus": "mergelab.methods.consensus:Consensus",
+    "wudi": "mergelab.methods.wudi:Wudi",
+    "mda": "mergelab.methods.mda:Mda",
 }
 
 
