@@ -1,0 +1,203 @@
+"""Analysis figures (PNG + PDF, matplotlib Agg).
+
+Entry functions take plain inputs (paths of task-vector / merged-vector
+safetensors, lists of records) and write to the given output paths atomically:
+
+* ``analysis_spectrum``  – normalised singular-value spectrum per task, averaged
+  over layers (DC-Merge Figure 1);
+* ``analysis_similarity`` – CosSim and DirSim heatmaps, task×task and task×merged;
+* ``analysis_etf``       – ΔETF per layer before / after MDA alignment (+ JSON);
+* ``plot_sensitivity``   – average normalised accuracy vs a hyperparameter
+  (DC-Merge mask size 8r … r/8, MDA k).
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from . import analysis  # noqa: E402
+from .io import atomic_path  # noqa: E402
+
+
+def _save(fig, out_png, out_pdf) -> None:
+    for path, fmt in ((out_png, "png"), (out_pdf, "pdf")):
+        if path is None:
+            continue
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
+    plt.close(fig)
+
+
+def _write_json(obj: Any, path) -> None:
+    with atomic_path(path) as tmp:
+        tmp.write_text(json.dumps(obj, indent=2, sort_keys=True))
+
+
+def _short_key(key: str) -> str:
+    """'visual.transformer.resblocks.3.mlp.c_fc.weight' -> 'L3 mlp.c_fc'."""
+    m = re.search(r"(?:resblocks|layers)\.(\d+)\.(.*?)(?:\.weight|_weight)?$", key)
+    return f"L{m.group(1)} {m.group(2)}" if m else key
+
+
+# ------------------------------------------------------------------ (a) spectrum
+
+def plot_spectrum(spectra: Sequence[Sequence[float]], task_names: Sequence[str], out_png, out_pdf,
+                  energy: Sequence[float] | None = None, norm: str = "max") -> None:
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    cmap = plt.get_cmap("tab10" if len(task_names) <= 10 else "tab20")
+    for i, (s, name) in enumerate(zip(spectra, task_names)):
+        label = name if energy is None else f"{name} (top-1% energy {100 * energy[i]:.0f}%)"
+        ax.plot(range(1, len(s) + 1), s, label=label, color=cmap(i % cmap.N), lw=1.4)
+    ax.set_xscale("log")
+    ax.set_xlabel("singular value index (log scale)")
+    ax.set_ylabel("σ_i / σ_1" if norm == "max" else "σ_i / Σσ")
+    ax.set_title("Normalized singular-value spectrum of task vectors (mean over layers)")
+    ax.grid(alpha=0.3, which="both")
+    ax.legend(fontsize=7, ncol=2 if len(task_names) > 6 else 1)
+    _save(fig, out_png, out_pdf)
+
+
+def analysis_spectrum(taskvector_paths, task_names, out_png, out_pdf, out_json=None, norm: str = "max") -> dict:
+    res = analysis.spectrum_per_task(taskvector_paths, norm=norm)
+    plot_spectrum(res["spectra"], task_names, out_png, out_pdf, energy=res["energy_top1pct"], norm=norm)
+    if out_json is not None:
+        _write_json({"tasks": list(task_names), **res}, out_json)
+    return res
+
+
+# ------------------------------------------------------------------ (b) similarity
+
+def _heatmap(ax, mat, rows, cols, title, fig):
+    import numpy as np
+    arr = np.asarray(mat, dtype=float)
+    vmax = max(1e-12, float(np.abs(arr).max()))
+    im = ax.imshow(arr, cmap="RdBu_r", vmin=-vmax, vmax=vmax, aspect="auto")
+    ax.set_xticks(range(len(cols)), cols, rotation=45, ha="right", fontsize=8)
+    ax.set_yticks(range(len(rows)), rows, fontsize=8)
+    ax.set_title(title, fontsize=10)
+    if arr.size <= 400:
+        for i in range(arr.shape[0]):
+            for j in range(arr.shape[1]):
+                ax.text(j, i, f"{arr[i, j]:.2f}", ha="center", va="center", fontsize=6,
+                        color="white" if abs(arr[i, j]) > 0.6 * vmax else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04)
+
+
+def plot_similarity(sims: Mapping[str, Any], task_names, merged_names, out_png, out_pdf) -> None:
+    has_merged = len(merged_names) > 0
+    nrows = 2 if has_merged else 1
+    t = len(task_names)
+    fig, axes = plt.subplots(nrows, 2, figsize=(11, (4.5 if t <= 10 else 7) * nrows), squeeze=False)
+    _heatmap(axes[0][0], sims["cos_tt"], task_names, task_names, "CosSim between task vectors", fig)
+    _heatmap(axes[0][1], sims["dir_tt"], task_names, task_names, "DirSim between task vectors", fig)
+    if has_merged:
+        _heatmap(axes[1][0], sims["cos_tm"], task_names, merged_names, "CosSim: task vector vs merged", fig)
+        _heatmap(axes[1][1], sims["dir_tm"], task_names, merged_names, "DirSim: task vector vs merged", fig)
+        for ax in axes[1]:
+            ax.set_xlabel("merged vector")
+    for row in axes:
+        row[0].set_ylabel("task vector")
+    fig.suptitle("Similarity of task vectors (mean over layers)")
+    fig.tight_layout()
+    _save(fig, out_png, out_pdf)
+
+
+def analysis_similarity(taskvector_paths, task_names, merged_paths, merged_names, out_png, out_pdf,
+                        out_json=None, top_n: int | None = None) -> dict:
+    sims = analysis.similarity_matrices(taskvector_paths, merged_paths, top_n=top_n)
+    plot_similarity(sims, list(task_names), list(merged_names), out_png, out_pdf)
+    if out_json is not None:
+        _write_json({"tasks": list(task_names), "merged": list(merged_names), **sims}, out_json)
+    return sims
+
+
+# ------------------------------------------------------------------ (c) ΔETF
+
+def plot_etf(rows: Sequence[Mapping[str, Any]], out_png, out_pdf, title_suffix: str = "") -> None:
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.18 * len(rows) + 2), 4.2))
+    x = list(range(len(rows)))
+    ax.plot(x, [r["before"] for r in rows], "o-", ms=3, label="before (top-k task directions)")
+    if rows and "orthogonal" in rows[0]:
+        ax.plot(x, [r["orthogonal"] for r in rows], "s--", ms=3, label="shared basis (polar), no ETF")
+    ax.plot(x, [r["after"] for r in rows], "^-", ms=3, label="after MDA ETF alignment")
+    ax.set_xticks(x, [_short_key(r["key"]) for r in rows], rotation=90, fontsize=6)
+    ax.set_xlabel("layer (matrix key)")
+    ax.set_ylabel("ΔETF = ‖Ĝ − G_ETF‖_F / ‖G_ETF‖_F")
+    ax.set_title("Directional deviation from the simplex ETF per layer" + title_suffix)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    _save(fig, out_png, out_pdf)
+
+
+def analysis_etf(taskvector_paths, task_names, k_fraction, out_png, out_pdf, out_json,
+                 lora_rank: int | None = None) -> list[dict]:
+    rows = analysis.etf_deviation_per_layer(taskvector_paths, k_fraction, lora_rank)
+    kf = "1/T" if k_fraction is None else f"{k_fraction:g}"
+    plot_etf(rows, out_png, out_pdf, title_suffix=f" (k = {kf}·d_out, T = {len(task_names)})")
+    summary = {
+        "tasks": list(task_names), "k_fraction": k_fraction, "layers": rows,
+        "mean_before": sum(r["before"] for r in rows) / max(1, len(rows)),
+        "mean_after": sum(r["after"] for r in rows) / max(1, len(rows)),
+    }
+    _write_json(summary, out_json)
+    return rows
+
+
+# ------------------------------------------------------------------ (d) sensitivity
+
+def plot_sensitivity(records: Sequence[Mapping[str, Any]], xlabel: str, out_png, out_pdf,
+                     ylabel: str = "average normalized accuracy", title: str | None = None) -> None:
+    """Line plot of ``y`` against ``x``; one line per ``label`` (optional).
+
+    Each record: ``{"x": value, "y": accuracy, "label": series (optional),
+    "xtick": tick text (optional, e.g. "r/8")}``. Numeric x spanning ≥ 8× is
+    drawn on a log2 axis; non-numeric x is categorical in first-seen order.
+    """
+    if not records:
+        raise ValueError("plot_sensitivity: no records")
+    numeric = all(isinstance(r["x"], (int, float)) and not isinstance(r["x"], bool) for r in records)
+    series: dict[str, list] = {}
+    for r in records:
+        series.setdefault(str(r.get("label", "")), []).append(r)
+    fig, ax = plt.subplots(figsize=(6.0, 4.0))
+    ticks: dict[Any, str] = {}
+    cats: list[str] = []
+    if not numeric:
+        for r in records:
+            if str(r["x"]) not in cats:
+                cats.append(str(r["x"]))
+    for label, rs in series.items():
+        if numeric:
+            rs = sorted(rs, key=lambda r: r["x"])
+            xs = [float(r["x"]) for r in rs]
+        else:
+            rs = sorted(rs, key=lambda r: cats.index(str(r["x"])))
+            xs = [cats.index(str(r["x"])) for r in rs]
+        ys = [float(r["y"]) for r in rs]
+        ax.plot(xs, ys, "o-", label=label or None)
+        for r, xv in zip(rs, xs):
+            ticks[xv] = str(r.get("xtick", r["x"]))
+    if numeric:
+        xs_all = [float(r["x"]) for r in records]
+        if min(xs_all) > 0 and max(xs_all) / min(xs_all) >= 8:
+            ax.set_xscale("log", base=2)
+            ax.minorticks_off()
+    ax.set_xticks(list(ticks), list(ticks.values()))
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title or f"Sensitivity to {xlabel}")
+    ax.grid(alpha=0.3)
+    if any(series.keys() - {""}):
+        ax.legend(fontsize=8)
+    _save(fig, out_png, out_pdf)
+
+
+__all__ = ["analysis_spectrum", "analysis_similarity", "analysis_etf", "plot_sensitivity",
+           "plot_spectrum", "plot_similarity", "plot_etf"]
