@@ -43,7 +43,7 @@ def model_spec():
 
 def data_spec():
     d = CFG["data"]
-    return {k: d[k] for k in ("image_size", "max_train_per_task", "max_eval_per_task")}
+    return {k: d[k] for k in ("image_size", "max_train_per_task", "max_eval_per_task", "num_workers")}
 
 
 def eval_spec():

@@ -82,21 +82,22 @@ def text_head(clip, tokenizer, classnames: list[str], templates: list[str],
 # ---------------------------------------------------------------------------- evaluation
 
 @torch.no_grad()
-def predict(encoder: ImageEncoder, head: Head, images: torch.Tensor, batch_size: int,
-            device: torch.device) -> torch.Tensor:
+def predict(encoder: ImageEncoder, head: Head, images, batch_size: int,
+            device: torch.device, num_workers: int = 0) -> torch.Tensor:
     """Predicted labels for uint8 images [N,3,H,W]."""
+    from .splits import iterate
     encoder.eval()
     head = head.to(device)
     preds = []
-    for idx in batches(len(images), batch_size, shuffle=False):
-        x = normalize_images(images[idx], device)
-        preds.append(head.logits(encoder(x).float()).argmax(dim=-1).cpu())
+    dummy = torch.zeros(len(images), dtype=torch.long)
+    for xb, _ in iterate(images, dummy, batch_size, num_workers=num_workers):
+        preds.append(head.logits(encoder(normalize_images(xb, device)).float()).argmax(dim=-1).cpu())
     return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
 
 
-def accuracy(encoder: ImageEncoder, head: Head, images: torch.Tensor, labels: torch.Tensor,
-             batch_size: int, device: torch.device) -> float:
+def accuracy(encoder: ImageEncoder, head: Head, images, labels: torch.Tensor,
+             batch_size: int, device: torch.device, num_workers: int = 0) -> float:
     if len(labels) == 0:
         raise ArtifactError("cannot evaluate on an empty split")
-    pred = predict(encoder, head, images, batch_size, device)
+    pred = predict(encoder, head, images, batch_size, device, num_workers)
     return (pred == labels).float().mean().item()

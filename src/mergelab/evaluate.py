@@ -55,7 +55,8 @@ class Evaluator:
 
     def accuracy(self, i: int, split: str) -> float:
         x, y = self.split(i, split)
-        return accuracy(self.encoder, self.heads[i], x, y, self.batch_size, self.dev)
+        return accuracy(self.encoder, self.heads[i], x, y, self.batch_size, self.dev,
+                        self.data_cfg.get("num_workers", 0))
 
     def evaluate(self, i: int, tau: Mapping[str, torch.Tensor] | None, alpha: float,
                  split: str = "validation") -> float:

@@ -15,14 +15,14 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-from .engine import Head, accuracy, batches, cosine_lr, progress
+from .engine import Head, accuracy, cosine_lr, progress
 from .io import ArtifactError, provenance, save_json, save_tensors
 from .models import build_encoder, normalize_images, pick_device, seed_everything
-from .splits import load_split
+from .splits import iterate, load_split
 
 
 def _train_loop(encoder, head: Head, params, x, y, cfg: Mapping[str, Any], epochs: float,
-                seed: int, dev: torch.device, desc: str, on_step=None) -> dict[str, Any]:
+                seed: int, dev: torch.device, desc: str, num_workers: int = 0) -> dict[str, Any]:
     bs = min(cfg["batch_size"], len(x))
     steps_per_epoch = max(1, math.ceil(len(x) / bs))
     total = max(1, int(round(epochs * steps_per_epoch)))
@@ -36,13 +36,13 @@ def _train_loop(encoder, head: Head, params, x, y, cfg: Mapping[str, Any], epoch
     encoder.train()
     bar = progress(total=total, desc=desc)
     while step < total:
-        for idx in batches(len(x), bs, shuffle=True, generator=gen):
+        for xb, yb in iterate(x, y, bs, shuffle=True, generator=gen, num_workers=num_workers):
             if step >= total:
                 break
             for g in opt.param_groups:
                 g["lr"] = cosine_lr(step, total, cfg["lr"], warmup)
-            logits = head.logits(encoder(normalize_images(x[idx], dev)).float())
-            loss = F.cross_entropy(logits, y[idx].to(dev))
+            logits = head.logits(encoder(normalize_images(xb, dev)).float())
+            loss = F.cross_entropy(logits, yb.to(dev))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(params, cfg["grad_clip"])
@@ -74,7 +74,8 @@ def finetune(regime: str, task: str, task_dir: str | Path, head_path: str | Path
     encoder = build_encoder(regime, model_cfg, pretrained).to(dev)
     if regime == "full":
         params = [p for p in encoder.parameters() if p.requires_grad]
-        stats = _train_loop(encoder, head, params, x, y, cfg, epochs, seed, dev, f"finetune full {task}")
+        stats = _train_loop(encoder, head, params, x, y, cfg, epochs, seed, dev,
+                            f"finetune full {task}", data_cfg.get("num_workers", 0))
         weights = {k: v.detach().cpu() for k, v in encoder.weights().items()}
     elif regime == "lora":
         from peft import LoraConfig, get_peft_model
@@ -82,7 +83,8 @@ def finetune(regime: str, task: str, task_dir: str | Path, head_path: str | Path
                           target_modules=list(cfg["target_modules"]), bias="none")
         encoder.model = get_peft_model(encoder.model, lcfg)
         params = [p for p in encoder.parameters() if p.requires_grad]
-        stats = _train_loop(encoder, head, params, x, y, cfg, epochs, seed, dev, f"finetune lora {task}")
+        stats = _train_loop(encoder, head, params, x, y, cfg, epochs, seed, dev,
+                            f"finetune lora {task}", data_cfg.get("num_workers", 0))
         weights = lora_factors(encoder.model, cfg["rank"], cfg["alpha"])
     else:
         raise ValueError(f"unknown regime '{regime}'")

@@ -1,0 +1,61 @@
+"""The config schema and semantic checks reject bad configs with a message naming the key."""
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mergelab.config import ConfigError, alpha_grid, load_config, method_regimes, validate_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def base():
+    with open(ROOT / "config" / "config.yaml") as fh:
+        return yaml.safe_load(fh)
+
+
+def test_default_config_valid_and_defaults_filled(base):
+    cfg = validate_config(base)
+    assert cfg["seed"] == base.get("seed", 0)
+    assert cfg["finetune"]["lora"]["target_modules"] == ["q_proj", "k_proj", "v_proj", "out_proj"]
+    assert cfg["evaluation"]["batch_size"] >= 1
+    for inst in cfg["methods"]:
+        assert alpha_grid(cfg, inst)
+        assert method_regimes(cfg, inst)
+
+
+def test_micro_config_valid():
+    load_config(ROOT / "tests" / "micro" / "config.yaml")
+
+
+@pytest.mark.parametrize("mutate, key", [
+    (lambda c: c.update(bogus=1), "bogus"),
+    (lambda c: c.update(seed="zero"), "seed"),
+    (lambda c: c["finetune"].setdefault("full", {}).update(lr=-1), "finetune.full.lr"),
+    (lambda c: c["finetune"].setdefault("full", {}).update(lrr=1e-3), "finetune.full"),
+    (lambda c: c["methods"].update(x={"method": "no_such_method"}), "methods.x.method"),
+    (lambda c: c["methods"].update(t2={"method": "ties", "params": {"kk": 3}}), "methods.t2.params"),
+    (lambda c: c["methods"].update(t3={"method": "ties", "alpha_grid": []}), "methods.t3.alpha_grid"),
+    (lambda c: c["suites"].update(bad=["no_such_task"]), "suites.bad"),
+    (lambda c: c["data"]["tasks"].update(nope={"source": "mini"}), "data.tasks.nope"),
+    (lambda c: c.setdefault("evaluation", {}).update(alpha_grid=[]), "evaluation.alpha_grid"),
+    (lambda c: c.update(regimes=["half"]), "regimes.0"),
+    (lambda c: c.update(device="tpu"), "device"),
+])
+def test_bad_configs_name_the_key(base, mutate, key):
+    cfg = copy.deepcopy(base)
+    mutate(cfg)
+    with pytest.raises(ConfigError) as exc:
+        validate_config(cfg)
+    assert f"'{key}" in str(exc.value)
+
+
+def test_missing_file_and_bad_yaml(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "none.yaml")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("data: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
