@@ -16,7 +16,7 @@ def templates_for(task: str, task_cfg: Mapping[str, Any]) -> list[str]:
         from .data.loading import templates_for as mini_templates
         return list(mini_templates(task))
     from .data.paper import templates_for as paper_templates
-    return list(paper_templates(task))
+    return list(paper_templates(task, task_cfg))
 
 
 def build_head(task: str, task_cfg: Mapping[str, Any], task_dir: str | Path,
