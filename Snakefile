@@ -7,7 +7,12 @@ from snakemake.utils import min_version
 min_version("8.0")
 
 
-configfile: "config/config.yaml"
+# The embedded default, unless a config is given with --configfile (which then
+# replaces it instead of being deep-merged into it).
+if "data" not in config:
+
+    configfile: "config/config.yaml"
+
 
 
 include: "rules/common.smk"
