@@ -14,6 +14,38 @@ from .io import ArtifactError, check_finite, load_json, load_tensors, provenance
 from .models import build_encoder, pick_device
 from .splits import load_split
 
+#: Keys of a merged file that are not weights. ``feature_rotation.<task>`` [d, d]
+#: is applied to task <task>'s image features before its head (MDA Algorithm 2);
+#: ``merge_coefficients.<key>`` holds learned coefficients (AdaMerging, MDA AM) and
+#: is ignored here. Task vectors (individual / zero-shot paths) never carry them.
+ROTATION_PREFIX = "feature_rotation."
+COEFFICIENT_PREFIX = "merge_coefficients."
+
+
+def split_merged(tau: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(weight keys, {task: rotation}) of a merged file; coefficient keys are dropped."""
+    weights, rotations = {}, {}
+    for k, v in tau.items():
+        if k.startswith(ROTATION_PREFIX):
+            rotations[k[len(ROTATION_PREFIX):]] = v
+        elif not k.startswith(COEFFICIENT_PREFIX):
+            weights[k] = v
+    return weights, rotations
+
+
+class RotatedHead(Head):
+    """A head that first rotates the features: logits = head(f Rᵀ)."""
+
+    def __init__(self, head: Head, rotation: torch.Tensor):
+        super().__init__(head.weight, head.logit_scale)
+        self.rotation = rotation
+
+    def to(self, device) -> "RotatedHead":
+        return RotatedHead(Head.to(self, device), self.rotation.to(device))
+
+    def logits(self, features: torch.Tensor) -> torch.Tensor:
+        return super().logits(features.float() @ self.rotation.float().T)
+
 
 class Evaluator:
     """θ0 of one regime plus each task's head and split tensors; evaluates θ0 + α·τ."""
@@ -32,6 +64,7 @@ class Evaluator:
         self.data_cfg = data_cfg
         self.batch_size = batch_size
         self._current: dict[str, torch.Tensor] | None = None
+        self.rotations: dict[str, torch.Tensor] = {}
 
     def split(self, i: int, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         x, y, n = load_split(self.task_dirs[i], split, self.data_cfg["image_size"],
@@ -41,10 +74,16 @@ class Evaluator:
                                 f"classes, its dataset {self.task_dirs[i]} has {n}")
         return x, y
 
+    def images(self, i: int, split: str):
+        """Images of a split without their labels (methods learning on unlabeled test data)."""
+        return self.split(i, split)[0]
+
     def set_weights(self, tau: Mapping[str, torch.Tensor] | None, alpha: float) -> None:
+        self.rotations = {}
         if tau is None:
             sd = self.theta0
         else:
+            tau, self.rotations = split_merged(tau)
             missing = [k for k in tau if k not in self.theta0]
             if missing:
                 raise ArtifactError(f"task vector key '{missing[0]}' is not a weight of the "
@@ -55,7 +94,14 @@ class Evaluator:
 
     def accuracy(self, i: int, split: str) -> float:
         x, y = self.split(i, split)
-        return accuracy(self.encoder, self.heads[i], x, y, self.batch_size, self.dev,
+        head = self.heads[i]
+        if self.tasks[i] in self.rotations:
+            rot = self.rotations[self.tasks[i]]
+            if tuple(rot.shape) != (head.weight.shape[1],) * 2:
+                raise ArtifactError(f"feature rotation of task '{self.tasks[i]}' has shape "
+                                    f"{tuple(rot.shape)}, features have {head.weight.shape[1]} dims")
+            head = RotatedHead(head, rot)
+        return accuracy(self.encoder, head, x, y, self.batch_size, self.dev,
                         self.data_cfg.get("num_workers", 0))
 
     def evaluate(self, i: int, tau: Mapping[str, torch.Tensor] | None, alpha: float,
