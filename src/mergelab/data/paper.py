@@ -360,7 +360,7 @@ def _find_parquet(path: Path) -> dict[str, list[str]]:
         for f in sorted(root.glob("*.parquet")):
             split = f.stem.split("-")[0]
             found.setdefault(split, []).append(str(f))
-        for d in sorted(p for p in root.iterdir() if p.is_dir()):
+        for d in sorted(p for p in root.iterdir() if p.is_dir() and p.name != "data"):
             files = sorted(str(f) for f in d.glob("*.parquet"))
             if files:
                 found.setdefault(d.name, []).extend(files)
