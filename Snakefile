@@ -22,6 +22,7 @@ include: "rules/finetune.smk"
 include: "rules/merge.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+include: "rules/analysis.smk"
 
 
 rule all:

@@ -7,7 +7,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
-from mergelab.config import ConfigError, alpha_grid, method_regimes, validate_config
+from mergelab.config import (
+    ConfigError,
+    all_method_instances,
+    alpha_grid,
+    method_regimes,
+    validate_config,
+)
 from mergelab import methods as _methods
 
 try:
@@ -19,17 +25,22 @@ R = CFG["results_dir"]
 D = CFG["data"]["root"]
 LOGS = f"{R}/logs"
 SRC = str(Path(workflow.basedir) / "src")
-MERGELAB = f"PYTHONPATH={SRC}${{PYTHONPATH:+:$PYTHONPATH}} python -m mergelab.cli"
+# Rules call `python -m mergelab.cli`; the package is importable from the checkout too.
+shell.prefix(f"export PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
 TASKS = sorted({t for members in CFG["suites"].values() for t in members})
 SUITES = list(CFG["suites"])
 REGIMES = list(CFG["regimes"])
+METHODS = all_method_instances(CFG)  # config instances + generated sweep instances
+AN = CFG["analysis"]
+AN_SUITE = AN["suite"] or CFG["report"]["main_suite"] or SUITES[0]
 
 
 wildcard_constraints:
     task="|".join(TASKS),
+    sweep="|".join(AN["sweeps"]) or "__none__",
     regime="full|lora",
     suite="|".join(SUITES),
-    method="|".join(CFG["methods"]),
+    method="|".join(METHODS),
 
 
 def jq(obj):
@@ -73,7 +84,7 @@ def extract_spec(regime):
 
 def method_spec(method, regime, suite):
     s = eval_spec()
-    s["method_spec"] = CFG["methods"][method]
+    s["method_spec"] = {k: v for k, v in METHODS[method].items() if k != "sweep"}
     if regime == "lora":
         s["lora_rank"] = CFG["finetune"]["lora"]["rank"]
     return s
@@ -86,13 +97,13 @@ def merged_eval_spec(method):
 
 
 def method_needs_data(method):
-    return _methods.get_method(CFG["methods"][method]["method"]).needs_data
+    return _methods.get_method(METHODS[method]["method"]).needs_data
 
 
 def method_sources(method):
     """The method's module and the shared base: editing either reruns its merges."""
     base = Path(workflow.basedir)
-    return [str(p.relative_to(base)) for p in _methods.source_files(CFG["methods"][method]["method"])]
+    return [str(p.relative_to(base)) for p in _methods.source_files(METHODS[method]["method"])]
 
 
 def suite_tasks(suite):
@@ -100,8 +111,16 @@ def suite_tasks(suite):
 
 
 def merges():
-    """(regime, suite, method) triples the config asks for."""
+    """(regime, suite, method) triples of the main tables."""
     return [(r, s, m) for m in CFG["methods"] for r in method_regimes(CFG, m) for s in SUITES]
+
+
+def sweep_members(sweep):
+    return [m for m, spec in METHODS.items() if spec.get("sweep", {}).get("name") == sweep]
+
+
+def sweep_regimes(sweep):
+    return method_regimes(CFG, sweep_members(sweep)[0])
 
 
 def report_spec():
@@ -114,4 +133,64 @@ def all_targets():
         for s in SUITES:
             out += expand(f"{R}/tables/{r}_{s}.{{ext}}", ext=["md", "tex", "csv"])
             out += expand(f"{R}/figures/accuracy_{r}_{s}.{{ext}}", ext=["png", "pdf"])
+    if AN["enabled"]:
+        out += analysis_targets()
     return out
+
+
+def analysis_targets():
+    out = []
+    for r in REGIMES:
+        out += expand(f"{R}/figures/analysis/spectrum_{r}.{{ext}}", ext=["png", "pdf"])
+        if [m for m in AN["similarity_methods"] if r in method_regimes(CFG, m)]:
+            out += expand(f"{R}/figures/analysis/similarity_{r}.{{ext}}", ext=["png", "pdf"])
+        out += expand(f"{R}/figures/analysis/etf_{r}.{{ext}}", ext=["png", "pdf"])
+    for sweep in AN["sweeps"]:
+        out += expand(f"{R}/figures/analysis/sensitivity_{sweep}.{{ext}}", ext=["png", "pdf"])
+    return out
+
+
+# ----------------------------------------------------------------- input functions
+
+
+def pretrain_inputs(wildcards):
+    return {"corpus": f"{D}/_corpus"} if not CFG["model"]["pretrained"] else {}
+
+
+def merge_inputs(w):
+    tasks = suite_tasks(w.suite)
+    inp = {
+        "taskvectors": [f"{R}/taskvectors/{w.regime}/{t}.safetensors" for t in tasks],
+        "code": method_sources(w.method),
+    }
+    if method_needs_data(w.method):
+        inp["pretrained"] = rules.pretrain.output.weights
+        inp["data"] = [f"{D}/{t}" for t in tasks]
+        inp["heads"] = [f"{R}/heads/{t}.safetensors" for t in tasks]
+    return inp
+
+
+def eval_merged_inputs(w):
+    tasks = suite_tasks(w.suite)
+    return {
+        "merged": rules.merge.output.tau,
+        "info": rules.merge.output.info,
+        "pretrained": rules.pretrain.output.weights,
+        "data": [f"{D}/{t}" for t in tasks],
+        "heads": [f"{R}/heads/{t}.safetensors" for t in tasks],
+        "individual": [f"{R}/eval/{w.regime}/individual/{t}.json" for t in tasks],
+    }
+
+
+def report_inputs(w):
+    tasks = suite_tasks(w.suite)
+    methods = [m for (r, s, m) in merges() if r == w.regime and s == w.suite]
+    return (
+        [f"{R}/eval/{w.regime}/zeroshot/{t}.json" for t in tasks]
+        + [f"{R}/eval/{w.regime}/individual/{t}.json" for t in tasks]
+        + [f"{R}/eval/{w.regime}/{w.suite}/{m}.json" for m in methods]
+    )
+
+
+def similarity_methods(regime):
+    return [m for m in AN["similarity_methods"] if regime in method_regimes(CFG, m)]

@@ -10,13 +10,15 @@ rule eval_zeroshot:
         f"{R}/eval/{{regime}}/zeroshot/{{task}}.json",
     params:
         spec=lambda w: jq(eval_spec()),
+    conda:
+        "../envs/mergelab.yaml"
     log:
         f"{LOGS}/eval/{{regime}}/zeroshot/{{task}}.log",
     threads: 1
     resources:
         gpu=1,
     shell:
-        "{MERGELAB} eval-reference --kind zeroshot --regime {wildcards.regime} "
+        "python -m mergelab.cli eval-reference --kind zeroshot --regime {wildcards.regime} "
         "--spec {params.spec:q} --pretrained {input.pretrained} --tasks {wildcards.task} "
         "--data {input.data} --heads {input.head} --out {output} > {log} 2>&1"
 
@@ -31,28 +33,18 @@ rule eval_individual:
         f"{R}/eval/{{regime}}/individual/{{task}}.json",
     params:
         spec=lambda w: jq(eval_spec()),
+    conda:
+        "../envs/mergelab.yaml"
     log:
         f"{LOGS}/eval/{{regime}}/individual/{{task}}.log",
     threads: 1
     resources:
         gpu=1,
     shell:
-        "{MERGELAB} eval-reference --kind individual --regime {wildcards.regime} "
+        "python -m mergelab.cli eval-reference --kind individual --regime {wildcards.regime} "
         "--spec {params.spec:q} --pretrained {input.pretrained} --tasks {wildcards.task} "
         "--data {input.data} --heads {input.head} --taskvectors {input.taskvector} "
         "--out {output} > {log} 2>&1"
-
-
-def eval_merged_inputs(w):
-    tasks = suite_tasks(w.suite)
-    return {
-        "merged": rules.merge.output.tau,
-        "info": rules.merge.output.info,
-        "pretrained": rules.pretrain.output.weights,
-        "data": [f"{D}/{t}" for t in tasks],
-        "heads": [f"{R}/heads/{t}.safetensors" for t in tasks],
-        "individual": [f"{R}/eval/{w.regime}/individual/{t}.json" for t in tasks],
-    }
 
 
 rule eval_merged:
@@ -63,13 +55,15 @@ rule eval_merged:
     params:
         spec=lambda w: jq(merged_eval_spec(w.method)),
         tasks=lambda w: " ".join(suite_tasks(w.suite)),
+    conda:
+        "../envs/mergelab.yaml"
     log:
         f"{LOGS}/eval/{{regime}}/{{suite}}/{{method}}.log",
     threads: 1
     resources:
         gpu=1,
     shell:
-        "{MERGELAB} eval-merged --method {wildcards.method} --regime {wildcards.regime} "
+        "python -m mergelab.cli eval-merged --method {wildcards.method} --regime {wildcards.regime} "
         "--suite {wildcards.suite} --spec {params.spec:q} --pretrained {input.pretrained} "
         "--merged {input.merged} --merge-info {input.info} --tasks {params.tasks} "
         "--data {input.data} --heads {input.heads} --individual {input.individual} "

@@ -11,13 +11,15 @@ rule finetune:
         metrics=f"{R}/finetune/{{regime}}/{{task}}.json",
     params:
         spec=lambda w: jq(finetune_spec(w.regime, w.task)),
+    conda:
+        "../envs/mergelab.yaml"
     log:
         f"{LOGS}/finetune/{{regime}}/{{task}}.log",
     threads: 1
     resources:
         gpu=1,
     shell:
-        "{MERGELAB} finetune --regime {wildcards.regime} --task {wildcards.task} "
+        "python -m mergelab.cli finetune --regime {wildcards.regime} --task {wildcards.task} "
         "--spec {params.spec:q} --data {input.data} --head {input.head} "
         "--pretrained {input.pretrained} --out-weights {output.weights} "
         "--out-metrics {output.metrics} > {log} 2>&1"
@@ -31,9 +33,11 @@ rule extract_task_vector:
         f"{R}/taskvectors/{{regime}}/{{task}}.safetensors",
     params:
         spec=lambda w: jq(extract_spec(w.regime)),
+    conda:
+        "../envs/mergelab.yaml"
     log:
         f"{LOGS}/taskvectors/{{regime}}/{{task}}.log",
     threads: 1
     shell:
-        "{MERGELAB} extract --regime {wildcards.regime} --spec {params.spec:q} "
+        "python -m mergelab.cli extract --regime {wildcards.regime} --spec {params.spec:q} "
         "--finetuned {input.finetuned} --pretrained {input.pretrained} --out {output} > {log} 2>&1"

@@ -2,10 +2,6 @@
 # or open_clip's published weights (paper configs, model.pretrained set).
 
 
-def pretrain_inputs(wildcards):
-    return {"corpus": f"{D}/_corpus"} if not CFG["model"]["pretrained"] else {}
-
-
 rule pretrain:
     input:
         unpack(pretrain_inputs),
@@ -17,13 +13,15 @@ rule pretrain:
                            "image_size": CFG["data"]["image_size"], "seed": CFG["seed"],
                            "device": CFG["device"]}),
         corpus=lambda w, input: f"--corpus {input.corpus}" if "corpus" in input.keys() else "",
+    conda:
+        "../envs/mergelab.yaml"
     log:
         f"{LOGS}/pretrain.log",
     threads: workflow.cores
     resources:
         gpu=1,
     shell:
-        "{MERGELAB} pretrain --spec {params.spec:q} {params.corpus} "
+        "python -m mergelab.cli pretrain --spec {params.spec:q} {params.corpus} "
         "--out-weights {output.weights} --out-metrics {output.metrics} > {log} 2>&1"
 
 
@@ -36,11 +34,13 @@ rule heads:
     params:
         spec=lambda w: jq({"model": model_spec(), "task": CFG["data"]["tasks"][w.task],
                            "device": CFG["device"]}),
+    conda:
+        "../envs/mergelab.yaml"
     log:
         f"{LOGS}/heads/{{task}}.log",
     threads: 1
     resources:
         gpu=1,
     shell:
-        "{MERGELAB} heads --task {wildcards.task} --spec {params.spec:q} --data {input.data} "
+        "python -m mergelab.cli heads --task {wildcards.task} --spec {params.spec:q} --data {input.data} "
         "--pretrained {input.pretrained} --out {output} > {log} 2>&1"

@@ -1,16 +1,6 @@
 # Paper-style tables (Markdown, LaTeX, CSV) and figures, one set per regime and suite.
 
 
-def report_inputs(w):
-    tasks = suite_tasks(w.suite)
-    methods = [m for (r, s, m) in merges() if r == w.regime and s == w.suite]
-    return (
-        [f"{R}/eval/{w.regime}/zeroshot/{t}.json" for t in tasks]
-        + [f"{R}/eval/{w.regime}/individual/{t}.json" for t in tasks]
-        + [f"{R}/eval/{w.regime}/{w.suite}/{m}.json" for m in methods]
-    )
-
-
 rule report:
     input:
         report_inputs,
@@ -18,10 +8,13 @@ rule report:
         tables=multiext(f"{R}/tables/{{regime}}_{{suite}}", ".md", ".tex", ".csv", ".json"),
         figures=multiext(f"{R}/figures/accuracy_{{regime}}_{{suite}}", ".png", ".pdf"),
     params:
+        outdir=lambda w, output: str(Path(output.tables[0]).parent.parent),
         spec=lambda w: jq(report_spec()),
+    conda:
+        "../envs/mergelab.yaml"
     log:
         f"{LOGS}/report/{{regime}}_{{suite}}.log",
     threads: 1
     shell:
-        "{MERGELAB} report --spec {params.spec:q} --regime {wildcards.regime} "
-        "--suite {wildcards.suite} --out-dir {R} --results {input} > {log} 2>&1"
+        "python -m mergelab.cli report --spec {params.spec:q} --regime {wildcards.regime} "
+        "--suite {wildcards.suite} --out-dir {params.outdir} --results {input} > {log} 2>&1"

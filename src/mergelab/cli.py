@@ -116,6 +116,35 @@ def cmd_report(a):
     make_report(spec, a.results, a.out_dir, a.regime, a.suite)
 
 
+def cmd_analysis(a):
+    from . import plots_analysis as P
+    stem = Path(a.out_stem)
+    png, pdf, js = (stem.with_name(stem.name + e) for e in (".png", ".pdf", ".json"))
+    if a.kind == "spectrum":
+        P.analysis_spectrum(a.taskvectors, a.tasks, png, pdf, out_json=js)
+    elif a.kind == "similarity":
+        P.analysis_similarity(a.taskvectors, a.tasks, a.merged or [], a.names or [], png, pdf,
+                              out_json=js)
+    elif a.kind == "etf":
+        P.analysis_etf(a.taskvectors, a.tasks, a.k_fraction, png, pdf, js, lora_rank=a.lora_rank)
+    elif a.kind == "sensitivity":
+        from .io import load_json, save_json
+        spec = _spec(a.spec)
+        records = []
+        for path in a.results:
+            d = load_json(path)
+            sw = spec["members"][d["method"]]
+            norm = d["test_normalized"]
+            records.append({"x": sw["value"] if sw["value"] is not None else "default",
+                            "xtick": sw["label"] or str(sw["value"]),
+                            "y": 100 * sum(norm.values()) / len(norm), "label": d["regime"],
+                            "alpha": d["alpha"], "method": d["method"]})
+        P.plot_sensitivity(records, spec["xlabel"] or spec["sweep"], png, pdf,
+                           ylabel="average normalized test accuracy (%)",
+                           title=f"Sensitivity: {spec['sweep']}")
+        save_json({"sweep": spec["sweep"], "records": records}, js)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mergelab", description=__doc__)
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -181,6 +210,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--spec", required=True); s.add_argument("--regime", required=True)
     s.add_argument("--suite", required=True); s.add_argument("--out-dir", required=True)
     s.add_argument("--results", nargs="+", required=True)
+    s = add("analysis", cmd_analysis, "analysis figures (spectrum, similarity, etf, sensitivity)")
+    s.add_argument("kind", choices=["spectrum", "similarity", "etf", "sensitivity"])
+    s.add_argument("--tasks", nargs="+"); s.add_argument("--taskvectors", nargs="+")
+    s.add_argument("--merged", nargs="*"); s.add_argument("--names", nargs="*")
+    s.add_argument("--k-fraction", type=float); s.add_argument("--lora-rank", type=int)
+    s.add_argument("--spec"); s.add_argument("--results", nargs="+")
+    s.add_argument("--out-stem", required=True)
     return p
 
 

@@ -1,0 +1,92 @@
+# Analysis figures from the task vectors and merges of a run: singular-value spectra
+# (DC-Merge Fig. 1), CosSim/DirSim heatmaps, ΔETF before/after MDA alignment, and
+# sensitivity sweeps (e.g. DC-Merge mask size, MDA rank k).
+
+
+rule analysis_spectrum:
+    input:
+        lambda w: [f"{R}/taskvectors/{w.regime}/{t}.safetensors" for t in suite_tasks(AN_SUITE)],
+    output:
+        multiext(f"{R}/figures/analysis/spectrum_{{regime}}", ".png", ".pdf", ".json"),
+    params:
+        stem=lambda w, output: output[0][: -len(".png")],
+        tasks=lambda w: " ".join(suite_tasks(AN_SUITE)),
+    conda:
+        "../envs/mergelab.yaml"
+    log:
+        f"{LOGS}/analysis/spectrum_{{regime}}.log",
+    threads: 1
+    shell:
+        "python -m mergelab.cli analysis spectrum --tasks {params.tasks} --taskvectors {input} "
+        "--out-stem {params.stem} > {log} 2>&1"
+
+
+rule analysis_similarity:
+    input:
+        taskvectors=lambda w: [
+            f"{R}/taskvectors/{w.regime}/{t}.safetensors" for t in suite_tasks(AN_SUITE)
+        ],
+        merged=lambda w: [
+            f"{R}/merged/{w.regime}/{AN_SUITE}/{m}.safetensors"
+            for m in similarity_methods(w.regime)
+        ],
+    output:
+        multiext(f"{R}/figures/analysis/similarity_{{regime}}", ".png", ".pdf", ".json"),
+    params:
+        stem=lambda w, output: output[0][: -len(".png")],
+        tasks=lambda w: " ".join(suite_tasks(AN_SUITE)),
+        names=lambda w: " ".join(similarity_methods(w.regime)),
+    conda:
+        "../envs/mergelab.yaml"
+    log:
+        f"{LOGS}/analysis/similarity_{{regime}}.log",
+    threads: 1
+    shell:
+        "python -m mergelab.cli analysis similarity --tasks {params.tasks} --taskvectors {input.taskvectors} "
+        "--merged {input.merged} --names {params.names} "
+        "--out-stem {params.stem} > {log} 2>&1"
+
+
+rule analysis_etf:
+    input:
+        lambda w: [f"{R}/taskvectors/{w.regime}/{t}.safetensors" for t in suite_tasks(AN_SUITE)],
+    output:
+        multiext(f"{R}/figures/analysis/etf_{{regime}}", ".png", ".pdf", ".json"),
+    params:
+        stem=lambda w, output: output[0][: -len(".png")],
+        tasks=lambda w: " ".join(suite_tasks(AN_SUITE)),
+        k=lambda w: "" if AN["etf_k_fraction"] is None else f"--k-fraction {AN['etf_k_fraction']}",
+        rank=lambda w: (
+            f"--lora-rank {CFG['finetune']['lora']['rank']}" if w.regime == "lora" else ""
+        ),
+    conda:
+        "../envs/mergelab.yaml"
+    log:
+        f"{LOGS}/analysis/etf_{{regime}}.log",
+    threads: 1
+    shell:
+        "python -m mergelab.cli analysis etf --tasks {params.tasks} --taskvectors {input} {params.k} {params.rank} "
+        "--out-stem {params.stem} > {log} 2>&1"
+
+
+rule analysis_sensitivity:
+    input:
+        lambda w: [
+            f"{R}/eval/{r}/{AN_SUITE}/{m}.json"
+            for m in sweep_members(w.sweep)
+            for r in method_regimes(CFG, m)
+        ],
+    output:
+        multiext(f"{R}/figures/analysis/sensitivity_{{sweep}}", ".png", ".pdf", ".json"),
+    params:
+        stem=lambda w, output: output[0][: -len(".png")],
+        spec=lambda w: jq({"sweep": w.sweep, "xlabel": AN["sweeps"][w.sweep]["xlabel"],
+                           "members": {m: METHODS[m]["sweep"] for m in sweep_members(w.sweep)}}),
+    conda:
+        "../envs/mergelab.yaml"
+    log:
+        f"{LOGS}/analysis/sensitivity_{{sweep}}.log",
+    threads: 1
+    shell:
+        "python -m mergelab.cli analysis sensitivity --spec {params.spec:q} --results {input} "
+        "--out-stem {params.stem} > {log} 2>&1"
