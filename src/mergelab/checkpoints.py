@@ -46,6 +46,8 @@ _HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json",
                     "pytorch_model.bin", "pytorch_model.bin.index.json")
 _ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")
 _PICKLE_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
+#: first key parts of a HF CLIP vision tower saved without the ``vision_model.`` prefix
+_VISION_ROOTS = ("encoder.", "embeddings.", "pre_layrnorm", "post_layernorm")
 
 CONVERT_SNIPPET = """\
     # On a trusted machine, with the code that defined the pickled classes importable
@@ -176,13 +178,30 @@ def load_hf_clip_vision(path_or_id: str | os.PathLike, cache_dir: str | os.PathL
             raise CheckpointError(f"{root}: no Hugging Face weights ({', '.join(_HF_WEIGHT_FILES)})")
         config = _hf_vision_config(root / "config.json")
     sd = _load_sharded(weight_file) if weight_file.name.endswith(".index.json") else _load_weight_file(weight_file)
-    vis = {k: v for k, v in sd.items()
-           if (k.startswith(convert.HF_PREFIX) or k == convert.HF_PROJ)
-           and k != "vision_model.embeddings.position_ids"}
+    vis = normalize_hf_vision_keys(sd)
     if not vis:
         raise CheckpointError(f"{weight_file}: no 'vision_model.*' keys (first keys: {list(sd)[:3]}); "
                               "not a Hugging Face CLIP checkpoint")
     return vis, str(weight_file), config
+
+
+def normalize_hf_vision_keys(sd: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The image-encoder weights of a HF CLIP state dict, keyed ``vision_model.*`` /
+    ``visual_projection.weight``.
+
+    transformers >= 5 saves a ``CLIPVisionModel`` without the ``vision_model.``
+    prefix (``embeddings.*``, ``encoder.*`` …); older versions (and FusionBench's
+    checkpoints) and ``CLIPModel`` / ``…WithProjection`` keep it. Text-tower keys,
+    ``logit_scale`` and the ``position_ids`` buffer are dropped.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for k, v in sd.items():
+        if k.startswith(_VISION_ROOTS):
+            k = convert.HF_PREFIX + k
+        if (k.startswith(convert.HF_PREFIX) or k == convert.HF_PROJ) \
+                and k != "vision_model.embeddings.position_ids":
+            out[k] = v
+    return out
 
 
 def _hf_vision_config(path: Path) -> dict | None:
@@ -249,7 +268,6 @@ def hf_full_task_vector(finetuned: str | os.PathLike, pretrained: str | os.PathL
 # --------------------------------------------------------------------------- LoRA adapters
 
 _LORA_RE = re.compile(r"^(?P<module>.+)\.lora_(?P<ab>[AB])(?:\.(?P<adapter>[^.]+))?\.weight$")
-_VISION_ROOTS = ("encoder.", "embeddings.", "pre_layrnorm", "post_layernorm")
 
 
 def _lora_module_key(module: str, key: str, file: str) -> str:
