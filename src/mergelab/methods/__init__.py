@@ -17,10 +17,17 @@ REGISTRY: dict[str, str] = {
     "weight_averaging": "mergelab.methods.basic:WeightAveraging",
     "task_arithmetic": "mergelab.methods.basic:TaskArithmetic",
     "ties": "mergelab.methods.basic:Ties",
+    "tsv_m": "mergelab.methods.tsv:TSVMerge",
+    "iso_c": "mergelab.methods.iso:IsoC",
+    "iso_cts": "mergelab.methods.iso:IsoCTS",
+    "dc_merge": "mergelab.methods.dc_merge:DCMerge",
+    "knots": "mergelab.methods.knots:KnOTS",
     "dare": "mergelab.methods.dare:Dare",
     "consensus": "mergelab.methods.consensus:Consensus",
     "wudi": "mergelab.methods.wudi:Wudi",
     "mda": "mergelab.methods.mda:Mda",
+    "adamerging": "mergelab.methods.adamerging:AdaMerging",
+    "mda_am": "mergelab.methods.mda_am:MdaAM",
 }
 
 

@@ -1,0 +1,93 @@
+"""DC-Merge (directional-consistency merging): methods.md "DC-Merge".
+
+Per matrix key, with k triplets per task:
+
+    Tt   = Ut diag(e't) Vtᵀ                 (top-k truncation, e't = smoothed σ)
+    Ucov = polar([U1 … UT]), Vcov = polar([V1 … VT])   (the "cover basis")
+    Mt   = Ucovᵀ Tt Vcov                     (T·k × T·k)
+    Mt  ← keep its top `sparsity` fraction of entries by |·| (at least 1)
+    A    = sign-consensus mean of the Mt (0 where the sum is 0)
+    τm   = Ucov (A ⊙ mask) Vcovᵀ,  mask = block diagonal
+
+Regimes and defaults
+- "full": k = r // T, smoothing "none" (the public full-fine-tuning code has no
+  smoothing). The top-`sparsity` count is int(sparsity · r²) as for the spec's
+  zero-padded r×r Mt (the padded rows/columns of Mt are zero, so leaving them
+  out changes nothing else).
+- "lora": k = lora_rank (capped at r // T), smoothing "linear" with ρ = 5 (the
+  LoRA code's choice for ViT-B/32), count int(sparsity · (T·k)²).
+  `smoothing="auto"` (default) picks "none"/"linear" by regime.
+
+`mask_scale` (default 1.0) changes the block size of the diagonal mask to
+b = clamp(round(k · mask_scale), 1, T·k); the T·k × T·k matrix is tiled along
+its diagonal by consecutive b×b blocks (the last one truncated). mask_scale = 1
+is the spec's T blocks of k×k; mask_scale ≥ T keeps the whole A (no mask);
+small values keep only finer blocks around the diagonal (b = 1: diagonal only).
+
+Mt never needs the m×n products: polar(X)ᵀ Ut = (XᵀX)^{1/2}[:, block t], so
+Mt = C_U^{1/2}[:, t] diag(e't) C_V^{1/2}[t, :], all in the small T·k space.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .base import KeyInfo, MergeMethod, MethodConfigError
+from .linalg import (F64, GramPolar, assemble, block_diag_mask, keep_top_count,
+                     sign_consensus_mean, smooth_energy)
+from .tsv import per_task_rank, task_triplets, vector_mean
+
+SMOOTHINGS = ("auto", "none", "avg", "linear")
+
+
+class DCMerge(MergeMethod):
+    name = "dc_merge"
+    alpha_grid = "svd"
+    defaults = {"sparsity": 0.001, "smoothing": "auto", "rho": 5.0, "mask_scale": 1.0,
+                "exact": False}
+
+    def validate(self) -> None:
+        p = self.params
+        if not isinstance(p["sparsity"], (int, float)) or not 0 < p["sparsity"] <= 1:
+            raise MethodConfigError(f"method 'dc_merge': sparsity must be in (0, 1], got {p['sparsity']!r}")
+        if p["smoothing"] not in SMOOTHINGS:
+            raise MethodConfigError(f"method 'dc_merge': smoothing must be one of {SMOOTHINGS}, "
+                                    f"got {p['smoothing']!r}")
+        if not isinstance(p["rho"], (int, float)) or p["rho"] < 1:
+            raise MethodConfigError(f"method 'dc_merge': rho must be >= 1, got {p['rho']!r}")
+        if not isinstance(p["mask_scale"], (int, float)) or p["mask_scale"] <= 0:
+            raise MethodConfigError(f"method 'dc_merge': mask_scale must be > 0, got {p['mask_scale']!r}")
+
+    def smoothing_for(self, regime: str) -> str:
+        s = self.params["smoothing"]
+        if s == "auto":
+            return "linear" if regime == "lora" else "none"
+        return s
+
+    def merge_key(self, taus: Sequence[torch.Tensor], info: KeyInfo) -> torch.Tensor:
+        if not info.is_matrix:
+            return vector_mean(taus)
+        m, n = taus[0].shape
+        r = min(m, n)
+        T = len(taus)
+        k = per_task_rank(info, r, T)
+        if k == 0:
+            return torch.zeros(m, n)
+        Us, Ss, Vs = task_triplets(taus, k, self.params["exact"])
+        mode = self.smoothing_for(info.regime)
+        Ss = [smooth_energy(s, mode, float(self.params["rho"])) for s in Ss]
+        pu = GramPolar(torch.cat(Us, dim=1))
+        pv = GramPolar(torch.cat(Vs, dim=1))
+        c = T * k
+        n_ref = r if info.regime != "lora" else c
+        count = max(1, int(float(self.params["sparsity"]) * n_ref * n_ref))
+        Ms = []
+        for t in range(T):
+            blk = slice(t * k, (t + 1) * k)
+            Mt = (pu.half[:, blk] * Ss[t]) @ pv.half[:, blk].T
+            Ms.append(keep_top_count(Mt, count))
+        A = sign_consensus_mean(torch.stack(Ms))
+        block = min(c, max(1, int(round(k * float(self.params["mask_scale"])))))
+        A = A * block_diag_mask(c, block, dtype=F64, device=A.device)
+        return assemble(pu, A, pv)

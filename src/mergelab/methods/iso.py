@@ -1,0 +1,127 @@
+"""Iso-C and Iso-CTS (isotropic merging): methods.md.
+
+Iso-C: per matrix key, SVD of Σ τt with every singular value replaced by their
+mean, i.e. τm = mean(σ) · polar(Σ τt) (computed exactly in float64 from the
+Gram of the smaller side; SVD fallback for ill-conditioned sums).
+
+Iso-CTS: common fraction f (0.8): c = int(f·r), then (as the public code)
+c = r − round((r − c)/T)·T so that (r − c) divides by T; common subspace =
+top-c triplets of Σ τt; per task the top (r − c)/T triplets of
+(I − U_c U_cᵀ) τt; U's and V's concatenated and orthogonalized by polar; every
+singular value set to the mean of the concatenated ones.
+
+Regime "lora": the dense ΔW have rank ≤ lora_rank, so r is replaced by
+min(T·lora_rank, min(shape)) (the numerical rank of the sum), as in the
+DC-Merge LoRA code; without it Iso-C would spread the mean singular value over
+arbitrary null-space directions.
+"""
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+
+from .base import KeyInfo, MergeMethod, MethodConfigError
+from .linalg import F64, GramPolar, assemble, top_svd
+from .tsv import vector_mean
+
+
+def effective_rank(info: KeyInfo, r: int, T: int) -> int:
+    if info.regime == "lora" and info.lora_rank:
+        return min(r, T * int(info.lora_rank))
+    return r
+
+
+def iso_split(r: int, T: int, fraction: float) -> tuple[int, int]:
+    """(c, per-task dims) of Iso-CTS: c = int(f r) adjusted so (r − c) % T == 0."""
+    c = int(r * fraction)
+    ts_total = round((r - c) / T) * T
+    ts_total = max(0, min(r, ts_total))
+    c = r - ts_total
+    return c, ts_total // T
+
+
+class IsoC(MergeMethod):
+    name = "iso_c"
+    alpha_grid = "svd"
+
+    def merge_key(self, taus: Sequence[torch.Tensor], info: KeyInfo) -> torch.Tensor:
+        if not info.is_matrix:
+            return vector_mean(taus)
+        A = torch.stack([t.to(F64) for t in taus]).sum(dim=0)
+        m, n = A.shape
+        r = min(m, n)
+        q = effective_rank(info, r, len(taus))
+        if q < r:
+            U, S, V = top_svd(A, q, exact=True)
+            return (S.mean() * (U @ V.T)).float()
+        At = A if m >= n else A.T
+        w, Q = torch.linalg.eigh(At.T @ At)
+        s = w.clamp_min(0).sqrt()
+        if s[0] <= 1e-7 * s[-1]:  # squared condition beyond float64: exact SVD
+            U, S, Vh = torch.linalg.svd(A, full_matrices=False)
+            return (S.mean() * (U @ Vh)).float()
+        out = s.mean() * (At @ ((Q / s) @ Q.T))  # mean(σ)·polar(At)
+        return (out if m >= n else out.T).float()
+
+
+class IsoCTS(MergeMethod):
+    name = "iso_cts"
+    alpha_grid = "svd"
+    defaults = {"common_fraction": 0.8}
+
+    def validate(self) -> None:
+        f = self.params["common_fraction"]
+        if not isinstance(f, (int, float)) or not 0 <= f <= 1:
+            raise MethodConfigError(f"method 'iso_cts': common_fraction must be in [0, 1], got {f!r}")
+
+    def merge_key(self, taus: Sequence[torch.Tensor], info: KeyInfo) -> torch.Tensor:
+        if not info.is_matrix:
+            return vector_mean(taus)
+        T = len(taus)
+        A32 = [t.float() for t in taus]
+        Ssum = torch.stack([t.to(F64) for t in taus]).sum(dim=0)
+        m, n = Ssum.shape
+        r = effective_rank(info, min(m, n), T)
+        c, nt = iso_split(r, T, float(self.params["common_fraction"]))
+        Us, Ss, Vs = [], [], []
+        if m <= n:
+            # left Gram gives U_c and its exact complement U_perp (I − U_cU_cᵀ = U_perp U_perpᵀ)
+            w, Q = torch.linalg.eigh(Ssum @ Ssum.T)
+            w, Q = w.flip(0), Q.flip(1)
+            s = w.clamp_min(0).sqrt()
+            if c > 0 and s[c - 1] <= 1e-7 * s[0]:
+                Qf, sf, _ = torch.linalg.svd(Ssum, full_matrices=True)
+                Q, s = Qf, torch.cat([sf, sf.new_zeros(m - sf.numel())])
+            Uc, sc = Q[:, :c], s[:c]
+            Vc = (Ssum.T @ Uc) / sc
+            Uperp = Q[:, c:].to(torch.float32)
+            if nt > 0:
+                for t in A32:
+                    B = Uperp.T @ t  # (m−c)×n coordinates of the projected task vector
+                    Ub, Sb, Vb = top_svd(B, nt)
+                    Us.append(Uperp.to(F64) @ Ub), Ss.append(Sb), Vs.append(Vb)
+        else:
+            w, Q = torch.linalg.eigh(Ssum.T @ Ssum)
+            w, Q = w.flip(0), Q.flip(1)
+            s = w.clamp_min(0).sqrt()
+            if c > 0 and s[c - 1] <= 1e-7 * s[0]:
+                U_, s_, Vh_ = torch.linalg.svd(Ssum, full_matrices=False)
+                Uc, sc, Vc = U_[:, :c], s_[:c], Vh_[:c].T
+            else:
+                Vc, sc = Q[:, :c], s[:c]
+                Uc = (Ssum @ Vc) / sc
+            Uc32 = Uc.to(torch.float32)
+            if nt > 0:
+                for t in A32:
+                    R = t - Uc32 @ (Uc32.T @ t)
+                    Ur, Sr, Vr = top_svd(R, nt)
+                    Us.append(Ur), Ss.append(Sr), Vs.append(Vr)
+        Us.append(Uc), Ss.append(sc), Vs.append(Vc)
+        S_all = torch.cat(Ss)
+        if S_all.numel() == 0:
+            return torch.zeros(m, n)
+        pu = GramPolar(torch.cat(Us, dim=1))
+        pv = GramPolar(torch.cat(Vs, dim=1))
+        core = S_all.mean() * torch.eye(S_all.numel(), dtype=F64)
+        return assemble(pu, core, pv)
