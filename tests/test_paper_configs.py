@@ -1,0 +1,130 @@
+"""Paper configs (config/paper/*.yaml): they validate, follow the protocol (task order,
+suites, epochs, recipes, image size) and list every registered method; a Snakemake dry run
+of each builds the expected number of jobs per rule. The dry runs run in this process
+(snakemake.cli.main) so that Snakemake and torch are imported once."""
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from mergelab import methods as M
+from mergelab.config import load_config, method_regimes
+
+REPO = Path(__file__).resolve().parents[1]
+CONFIGS = sorted((REPO / "config" / "paper").glob("*.yaml"))
+FULL_ORDER = ["Cars", "DTD", "EuroSAT", "GTSRB", "MNIST", "RESISC45", "SVHN", "SUN397",
+              "STL10", "OxfordIIITPet", "Flowers102", "CIFAR100", "PCAM", "FER2013",
+              "CIFAR10", "Food101", "FashionMNIST", "RenderedSST2", "EMNIST", "KMNIST"]
+LORA_ORDER = ["Cars", "DTD", "EuroSAT", "GTSRB", "MNIST", "RESISC45", "SUN397", "SVHN",
+              "CIFAR100", "Flowers102", "OxfordIIITPet", "STL10",
+              "RenderedSST2", "FashionMNIST", "FER2013", "CIFAR10"]
+EPOCHS = {"Cars": 35, "DTD": 76, "EuroSAT": 12, "GTSRB": 11, "MNIST": 5, "RESISC45": 15,
+          "SUN397": 14, "SVHN": 4, "CIFAR10": 6, "CIFAR100": 6, "STL10": 60, "Food101": 4,
+          "Flowers102": 147, "FER2013": 10, "PCAM": 1, "OxfordIIITPet": 82,
+          "RenderedSST2": 39, "EMNIST": 2, "FashionMNIST": 5, "KMNIST": 5}
+EXPECTED_NAMES = {f"{m}_{r}" for m in ("vit-b-32", "vit-b-16", "vit-l-14") for r in ("full", "lora")}
+
+
+def test_all_six_configs_exist():
+    assert {c.stem for c in CONFIGS} == EXPECTED_NAMES
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_config_validates_and_follows_protocol(path):
+    cfg = load_config(path)
+    name = path.stem
+    assert cfg["name"] == name and cfg["results_dir"] == f"results/paper/{name}"
+    assert cfg["data"]["image_size"] == 224 and cfg["data"]["root"].startswith("data/paper")
+    assert cfg["data"]["cache_dir"] and cfg["model"]["pretrained"] == "openai"
+    assert cfg["seed"] == 0
+    regime = "lora" if name.endswith("_lora") else "full"
+    assert cfg["regimes"] == [regime]
+    tasks = cfg["data"]["tasks"]
+    assert all(t["source"] == "hub" and t["split_protocol"] == regime for t in tasks.values())
+    if regime == "full":
+        assert list(tasks) == FULL_ORDER
+        assert cfg["suites"] == {"tasks8": FULL_ORDER[:8], "tasks14": FULL_ORDER[:14],
+                                 "tasks20": FULL_ORDER}
+        assert {t: c["epochs"] for t, c in tasks.items()} == EPOCHS
+        ft = cfg["finetune"]["full"]
+        assert (ft["lr"], ft["weight_decay"], ft["warmup_steps"], ft["batch_size"],
+                ft["grad_clip"]) == (1e-5, 0.1, 500, 128, 1.0)
+        assert cfg["model"]["name"] in ("ViT-B-32", "ViT-B-16", "ViT-L-14")
+    else:
+        assert list(tasks) == LORA_ORDER
+        assert cfg["suites"] == {"tasks8": LORA_ORDER[:8], "tasks12": LORA_ORDER[:12],
+                                 "tasks16": LORA_ORDER}
+        lo = cfg["finetune"]["lora"]
+        assert (lo["rank"], lo["alpha"], lo["dropout"], lo["lr"], lo["weight_decay"],
+                lo["warmup_steps"], lo["max_steps"], lo["batch_size"]) == \
+            (16, 16, 0.1, 3e-4, 0.1, 500, 10000, 32)
+        assert set(lo["target_modules"]) == {"q_proj", "k_proj", "v_proj", "out_proj"}
+        assert cfg["model"]["hf_name"].startswith("openai/clip-vit-")
+    # every registered method that supports the regime has an instance
+    used = {spec["method"] for spec in cfg["methods"].values()}
+    missing = [m for m in M.available(regime) if m not in used]
+    assert not missing, f"{path}: registered method(s) {missing} have no instance; add them"
+    assert cfg["methods"]["ties"]["params"]["k"] == 20
+    assert cfg["methods"]["dare_ties"]["params"]["base"] == "ties"
+
+
+def _expected_jobs(cfg) -> Counter:
+    tasks = sorted({t for members in cfg["suites"].values() for t in members})
+    regimes, suites = cfg["regimes"], list(cfg["suites"])
+    n_merges = sum(len(method_regimes(cfg, m)) * len(suites) for m in cfg["methods"])
+    exp = Counter({
+        "prepare_task": len(tasks), "pretrain": 1, "heads": len(tasks),
+        "finetune": len(tasks) * len(regimes), "extract_task_vector": len(tasks) * len(regimes),
+        "eval_zeroshot": len(tasks) * len(regimes), "eval_individual": len(tasks) * len(regimes),
+        "merge": n_merges, "eval_merged": n_merges,
+        "report": len(regimes) * len(suites), "all": 1})
+    an = cfg.get("analysis")
+    if an and an.get("enabled"):
+        exp["analysis_spectrum"] = exp["analysis_etf"] = len(regimes)
+        if an.get("similarity_methods"):
+            exp["analysis_similarity"] = len(regimes)
+        if an.get("sweeps"):
+            exp["analysis_sensitivity"] = len(an["sweeps"])
+    return +exp
+
+
+def _dry_run(path: Path) -> tuple[Counter, str]:
+    from snakemake.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    code = None
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            main(["-n", "--configfile", str(path), "--cores", "1", "--quiet", "rules",
+                  "--directory", str(REPO), "--snakefile", str(REPO / "Snakefile")])
+        except SystemExit as exc:
+            code = exc.code
+    text = out.getvalue() + err.getvalue()
+    assert code in (0, None), f"dry run of {path} failed:\n{text[-3000:]}"
+    counts = Counter()
+    table = text.split("Job stats:")[1] if "Job stats:" in text else ""
+    for line in table.splitlines():
+        m = re.match(r"^(\w+)\s+(\d+)\s*$", line.strip())
+        if m and m.group(1) != "total":
+            counts[m.group(1)] = int(m.group(2))
+    assert counts, f"no job stats in the dry run of {path}:\n{text[-3000:]}"
+    return counts, text
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.stem)
+def test_dry_run_job_counts(path, monkeypatch):
+    monkeypatch.chdir(REPO)
+    cfg = load_config(path)
+    got, text = _dry_run(path)
+    exp = _expected_jobs(cfg)
+    known = {r: got.get(r, 0) for r in exp}
+    assert known == dict(exp), f"{path.name}: jobs per rule {dict(got)} != expected {dict(exp)}"
+    unknown = {r: n for r, n in got.items() if r not in exp and not r.startswith("analysis_")}
+    assert not unknown, (f"{path.name}: rules {unknown} not accounted for in "
+                         "tests/test_paper_configs.py::_expected_jobs (and docs/paper_scale.md)")
+    assert "build_corpus" not in got  # published weights, no pretraining corpus
