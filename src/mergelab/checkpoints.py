@@ -211,11 +211,18 @@ def _hf_vision_config(path: Path) -> dict | None:
         cfg = json.loads(path.read_text())
     except ValueError as exc:
         raise CheckpointError(f"{path}: invalid JSON ({exc})") from exc
-    return cfg.get("vision_config", cfg) if isinstance(cfg, dict) else None
+    if not isinstance(cfg, dict):
+        return None
+    if isinstance(cfg.get("vision_config"), dict):  # CLIPModel
+        return cfg["vision_config"]
+    return cfg if cfg.get("model_type") == "clip_vision_model" else None
 
 
-_ARCH_FIELDS = ("hidden_size", "intermediate_size", "num_hidden_layers", "num_attention_heads",
-                "patch_size", "image_size", "hidden_act")
+#: transformers.CLIPVisionConfig defaults of the fields that define the architecture
+#: (config.json files written by save_pretrained omit fields equal to the default)
+_ARCH_DEFAULTS = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+                  "num_attention_heads": 12, "patch_size": 32, "image_size": 224,
+                  "hidden_act": "quick_gelu"}
 
 
 def check_same_architecture(ft: Mapping[str, torch.Tensor], pt: Mapping[str, torch.Tensor],
@@ -252,12 +259,13 @@ def hf_full_task_vector(finetuned: str | os.PathLike, pretrained: str | os.PathL
     if convert.HF_PROJ not in ft:
         ft = {**ft, convert.HF_PROJ: pt[convert.HF_PROJ]}
         meta["visual_projection"] = "absent from the fine-tuned checkpoint: zero update"
-    if ft_cfg and pt_cfg:
-        for f in _ARCH_FIELDS:
-            if f in ft_cfg and f in pt_cfg and ft_cfg[f] != pt_cfg[f]:
-                raise CheckpointError(f"{ft_file}: config '{f}' = {ft_cfg[f]!r} but the pretrained "
-                                      f"model ({pt_file}) has {pt_cfg[f]!r}: another architecture?")
     check_same_architecture(ft, pt, ft_file, pt_file)
+    if ft_cfg and pt_cfg:  # what shapes cannot tell: heads, activation
+        for f, default in _ARCH_DEFAULTS.items():
+            a, b = ft_cfg.get(f, default), pt_cfg.get(f, default)
+            if a != b:
+                raise CheckpointError(f"{ft_file}: config '{f}' = {a!r} but the pretrained "
+                                      f"model ({pt_file}) has {b!r}: another architecture?")
     try:
         tau = task_vector(convert.hf_vision_to_open_clip(ft), convert.hf_vision_to_open_clip(pt))
     except convert.ConversionError as exc:
