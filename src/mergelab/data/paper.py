@@ -716,7 +716,8 @@ def _main(argv: Sequence[str] | None = None) -> int:
     a = p.parse_args(argv)
     if a.cmd == "list":
         for t, h in HUB_TASKS.items():
-            print(f"{t:14s} {h.hub_id}{'/' + h.config if h.config else '':30s} "
+            hub_name = h.hub_id + (f" ({h.config})" if h.config else "")
+            print(f"{t:14s} {hub_name:44s} "
                   f"train={h.train_split} test={h.test_split} val={h.val_split} "
                   f"cols=({h.image_column},{h.label_column}) classes={h.classnames_source}")
         return 0
