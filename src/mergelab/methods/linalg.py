@@ -42,7 +42,7 @@ def _svd_exact(A: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, tor
 
 
 def top_svd(A: torch.Tensor, k: int, *, exact: bool = False,
-            oversample: int | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+            oversample: int | None = None, refine: int = 3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Top-k singular triplets of a 2-D tensor: ``A ≈ U diag(S) Vᵀ`` (float64 results).
 
     U: (m, k) orthonormal columns, S: (k,) descending, V: (n, k).
@@ -56,7 +56,7 @@ def top_svd(A: torch.Tensor, k: int, *, exact: bool = False,
     if k > r:
         raise ValueError(f"top_svd: k={k} > min(shape)={r}")
     if m < n:  # work on the tall orientation: the Gram is r×r
-        V, S, U = top_svd(A.T, k, exact=exact, oversample=oversample)
+        V, S, U = top_svd(A.T, k, exact=exact, oversample=oversample, refine=refine)
         return U, S, V
     if r <= 64:
         return _svd_exact(A, k)
@@ -69,25 +69,27 @@ def top_svd(A: torch.Tensor, k: int, *, exact: bool = False,
         if S[-1] <= 1e-7 * S[0]:
             return _svd_exact(A, k)
         return (A64 @ V) / S, S, V
-    # fast path: f32 eigh for a block basis, f64 Rayleigh–Ritz on A Q
-    p = oversample if oversample is not None else max(16, k // 2)
+    # fast path: a float32 eigh of the float64 Gram gives a basis of the top
+    # k + p eigenvectors; `refine` block power steps with the float64 Gram remove
+    # the float32 error (each divides it by about λ(b+1)/λk), then a float64
+    # Rayleigh–Ritz step on the block gives the triplets.
+    p = oversample if oversample is not None else k + 8
     b = min(r, k + p)
-    A32 = A.to(F32)
-    _, Q = torch.linalg.eigh(A32.T @ A32)
-    Q = Q[:, -b:]
-    Y = (A32 @ Q).to(F64)
-    Q = Q.to(F64)
-    # the f32 eigenvectors are orthonormal to ~1e-6 only: orthonormalize through
-    # the Cholesky factor of QᵀQ (Q·L^{-T} is orthonormal, A·Q·L^{-T} = Y·L^{-T})
-    L = torch.linalg.cholesky(Q.T @ Q)
-    Yo = torch.linalg.solve_triangular(L, Y.T, upper=False).T
-    w, Z = torch.linalg.eigh(Yo.T @ Yo)
+    A64 = A.to(F64)
+    G = A64.T @ A64
+    _, Q = torch.linalg.eigh(G.to(F32))
+    Q = Q[:, -b:].to(F64)
+    for _ in range(refine):
+        Q, _ = torch.linalg.qr(G @ Q)
+    if refine == 0:
+        Q, _ = torch.linalg.qr(Q)
+    w, Z = torch.linalg.eigh(Q.T @ (G @ Q))
     w, Z = _desc(w, Z, k)
     S = w.clamp_min(0).sqrt()
-    Zt = torch.linalg.solve_triangular(L.T, Z, upper=True)  # L^{-T} Z
-    V = Q @ Zt
-    U = (Y @ Zt) / S.clamp_min(torch.finfo(F64).tiny)
-    return U, S, V
+    if S[-1] <= 1e-7 * S[0]:
+        return _svd_exact(A, k)
+    V = Q @ Z
+    return (A64 @ V) / S, S, V
 
 
 class GramPolar:
@@ -97,23 +99,14 @@ class GramPolar:
     ``half`` = polar(X)ᵀ X = (XᵀX)^{1/2} (c×c, float64).
     """
 
-    def __init__(self, X: torch.Tensor, *, cond_f32: float = 1e-3, cond_f64: float = 1e-10):
+    def __init__(self, X: torch.Tensor, *, cond: float = 1e-10):
         self.c = X.shape[1]
-        X32 = X.to(F32)
-        C32 = X32.T @ X32
-        w, Q = torch.linalg.eigh(C32)
-        if w[0] <= cond_f32 * w[-1]:
-            X64 = X.to(F64)
-            w, Q = torch.linalg.eigh(X64.T @ X64)
-            self.base = X64
-        else:
-            w, Q = w.to(F64), Q.to(F64)
-            # one Newton step on the eigenvector orthonormality is not needed: the
-            # polar factor is a well-conditioned function of C when λmin/λmax > cond_f32
-            self.base = X32
-        if w[0] <= cond_f64 * w[-1]:
+        X64 = X.to(F64)
+        w, Q = torch.linalg.eigh(X64.T @ X64)
+        self.base = X64
+        if w[0] <= cond * w[-1]:
             # rank-deficient: the polar factor is not unique; use the spec's SVD route
-            P, s, Qh = torch.linalg.svd(X.to(F64), full_matrices=False)
+            P, s, Qh = torch.linalg.svd(X64, full_matrices=False)
             self.base = P @ Qh
             self.W = torch.eye(self.c, dtype=F64, device=X.device)
             self.half = Qh.T @ (s[:, None] * Qh)
@@ -129,12 +122,10 @@ def assemble(pu: GramPolar, core: torch.Tensor, pv: GramPolar) -> torch.Tensor:
     """polar(X_U) · core · polar(X_V)ᵀ as a float32 (m×n) tensor."""
     mid = (pu.W @ core @ pv.W)
     m, n = pu.base.shape[0], pv.base.shape[0]
-    bu = pu.base.to(F32)
-    bv = pv.base.to(F32)
-    mid = mid.to(F32)
+    bu, bv = pu.base, pv.base  # float64: W can be large when X is ill-conditioned
     if m >= n:
-        return bu @ (mid @ bv.T)
-    return (bu @ mid) @ bv.T
+        return (bu @ (mid @ bv.T)).to(F32)
+    return ((bu @ mid) @ bv.T).to(F32)
 
 
 def smooth_energy(e: torch.Tensor, mode: str, rho: float) -> torch.Tensor:
