@@ -282,3 +282,35 @@ def test_offline_hub_id_error_names_repo_and_cache(tmp_path, monkeypatch):
         import_checkpoint("hf", str(tmp_path / "not" / "there"), "x", tmp_path / "x.safetensors", str(cache))
     with pytest.raises(ValueError, match="unknown checkpoint kind"):
         import_checkpoint("onnx", "a/b", "x", tmp_path / "x.safetensors", None)
+
+
+def _fake_hub_cache(cache, repo: str, files: dict) -> None:
+    """The layout huggingface_hub's cache has after `hf download <repo> --cache-dir <cache>`."""
+    commit = "0" * 40
+    repo_dir = cache / ("models--" + repo.replace("/", "--"))
+    snap = repo_dir / "snapshots" / commit
+    snap.mkdir(parents=True)
+    for name, src in files.items():
+        (snap / name).write_bytes(src.read_bytes())
+    (repo_dir / "refs").mkdir()
+    (repo_dir / "refs" / "main").write_text(commit)
+
+
+def test_hub_ids_resolve_from_the_cache_offline(hf_models, tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    cache = tmp_path / "hf-cache"
+    adapter, expected = _peft_adapter(tmp_path, "vision_model")
+    repo = "hoffman-lab/KnOTS-ViT-B-32_lora_R16_dtd"
+    # a snapshot without the weights does not count as cached
+    _fake_hub_cache(cache, repo, {"adapter_config.json": adapter / "adapter_config.json"})
+    with pytest.raises(CheckpointError, match=f"{repo}.*{cache}"):
+        import_checkpoint("lora", repo, "dtd", tmp_path / "dtd.safetensors", None, cache_dir=cache)
+    snap = cache / ("models--" + repo.replace("/", "--")) / "snapshots" / ("0" * 40)
+    (snap / "adapter_model.safetensors").write_bytes((adapter / "adapter_model.safetensors").read_bytes())
+    pt_repo = "openai/clip-vit-base-patch32"
+    _fake_hub_cache(cache, pt_repo, {f: hf_models["pt"] / f for f in ("config.json", "model.safetensors")})
+    out = tmp_path / "dtd.safetensors"
+    import_checkpoint("lora", repo, "dtd", out, pt_repo, expected_rank=4, cache_dir=cache)
+    dense = load_file(out)
+    for k, v in expected.items():
+        torch.testing.assert_close(dense[k], v, rtol=1e-6, atol=1e-6)

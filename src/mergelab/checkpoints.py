@@ -75,10 +75,11 @@ def _offline(offline: bool | None) -> bool:
 
 def resolve_source(source: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
                    allow_patterns: Sequence[str] | None = None,
-                   offline: bool | None = None) -> Path:
+                   offline: bool | None = None, required: Sequence[str] = ()) -> Path:
     """A local path as is, or a hub repo id downloaded/looked up with ``snapshot_download``.
 
-    The cache is tried first; the network only when not offline (``offline`` or
+    The cache is tried first (a cached snapshot counts only if it holds one of the
+    ``required`` file names); the network only when not offline (``offline`` or
     ``HF_HUB_OFFLINE=1``). A hub id that is neither cached nor downloadable raises
     ``CheckpointError`` naming the repo, the cache dir and how to pre-download it.
     """
@@ -94,10 +95,13 @@ def resolve_source(source: str | os.PathLike, cache_dir: str | os.PathLike | Non
     cache_txt = str(cache_dir) if cache_dir else "the default Hugging Face cache (HF_HUB_CACHE / HF_HOME)"
     patterns = list(allow_patterns) if allow_patterns else None
     try:
-        return Path(snapshot_download(source, cache_dir=cache_dir, allow_patterns=patterns,
-                                      local_files_only=True))
+        cached = Path(snapshot_download(source, cache_dir=cache_dir, allow_patterns=patterns,
+                                        local_files_only=True))
+        if not required or any((cached / f).exists() for f in required):
+            return cached
+        cached_exc: Exception = FileNotFoundError(f"cached snapshot {cached} has none of {list(required)}")
     except Exception as exc:  # not cached (LocalEntryNotFoundError) or cache unreadable
-        cached_exc: Exception = exc
+        cached_exc = exc
     how = (f"pre-download it on a machine with internet: `hf download {source} "
            f"--cache-dir {cache_dir or '<cache dir>'}` (or huggingface_hub.snapshot_download("
            f"'{source}', cache_dir=...)) and copy the cache, or pass a local directory")
@@ -167,9 +171,15 @@ def load_hf_clip_vision(path_or_id: str | os.PathLike, cache_dir: str | os.PathL
     name of the file read, vision config dict from config.json or None)."""
     root = Path(path_or_id) if Path(path_or_id).exists() else None
     if root is None:
-        root = resolve_source(path_or_id, cache_dir, ["*.json", "*.safetensors"], offline)
-        if not any((root / f).exists() for f in _HF_WEIGHT_FILES):  # an old repo without safetensors
-            root = resolve_source(path_or_id, cache_dir, ["*.json", "pytorch_model*.bin"], offline)
+        try:
+            root = resolve_source(path_or_id, cache_dir, ["*.json", "*.safetensors"], offline,
+                                  required=_HF_WEIGHT_FILES)
+        except CheckpointError:
+            root = None
+        if root is None or not any((root / f).exists() for f in _HF_WEIGHT_FILES):
+            # an old repo without safetensors
+            root = resolve_source(path_or_id, cache_dir, ["*.json", "pytorch_model*.bin"], offline,
+                                  required=_HF_WEIGHT_FILES)
     if root.is_file():
         weight_file, config = root, None
     else:
@@ -385,7 +395,8 @@ def lora_task_vector(adapter: str | os.PathLike, expected_rank: int | None = Non
     key.lora_B: scale · B}`` so that ``lora_B @ lora_A`` equals the dense update.
     With ``pretrained``, every key must exist there with shape [out, in].
     """
-    root = resolve_source(adapter, cache_dir, ["adapter_config.json", "adapter_model.*"], offline)
+    root = resolve_source(adapter, cache_dir, ["adapter_config.json", "adapter_model.*"], offline,
+                          required=_ADAPTER_WEIGHT_FILES)
     factors_in, cfg, wfile = load_lora_adapter(root, expected_rank)
     if pretrained is not None:
         pt, pt_file, _ = load_hf_clip_vision(pretrained, cache_dir, offline)

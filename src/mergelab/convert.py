@@ -64,11 +64,8 @@ _OC_BLOCK_RE = re.compile(r"^transformer\.resblocks\.(\d+)\.(.+)$")
 _HF_BLOCK_RE = re.compile(r"^vision_model\.encoder\.layers\.(\d+)\.(.+)$")
 
 
-class ConversionError(KeyError):
+class ConversionError(ValueError):
     """A state dict does not have the keys / shapes of a CLIP ViT image encoder."""
-
-    def __str__(self) -> str:  # KeyError would repr() the message
-        return str(self.args[0]) if self.args else ""
 
 
 # --------------------------------------------------------------------------- config
