@@ -1,0 +1,155 @@
+"""The offline mini suite, the pretraining corpus and the task loader (small builds, < 30 s)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+datasets = pytest.importorskip("datasets")
+
+from mergelab.data import (DEFAULT_TASKS, MINI_TASKS, build_corpus, build_task, classnames,  # noqa: E402
+                           load_task_splits, split_to_tensor, templates_for)
+from mergelab.data import mini  # noqa: E402
+from mergelab.io import ArtifactError  # noqa: E402
+
+N_TRAIN, N_TEST = 60, 30
+
+
+def _tree_bytes(path):
+    return {p.relative_to(path).as_posix(): p.read_bytes()
+            for p in sorted(path.rglob("*")) if p.is_file() and p.name != "state.json"}
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("mini")
+    build_task("signs", root / "signs", seed=0, n_train=N_TRAIN, n_test=N_TEST)
+    return root
+
+
+def test_registry():
+    assert len(DEFAULT_TASKS) == 8 and len(set(DEFAULT_TASKS)) == 8
+    assert len(MINI_TASKS) >= 16
+    assert set(DEFAULT_TASKS) <= set(MINI_TASKS)
+    for name, t in MINI_TASKS.items():
+        assert len(t.classnames) >= 2 and len(set(t.classnames)) == len(t.classnames), name
+        assert 2 <= len(t.templates) <= 5 and all("{}" in s for s in t.templates), name
+        assert templates_for(name) == t.templates
+    with pytest.raises(KeyError, match="not a mini task"):
+        templates_for("Cars")
+
+
+@pytest.mark.parametrize("name", sorted(MINI_TASKS))
+def test_generate_every_task(name):
+    task = MINI_TASKS[name]
+    x, y = task.generate(np.random.default_rng(1), 24)
+    assert x.shape == (24, 32, 32, 3) and x.dtype == np.uint8
+    assert y.dtype == np.int64 and y.min() >= 0 and y.max() < len(task.classnames)
+    assert x.std() > 5  # not blank
+    x2, y2 = task.generate(np.random.default_rng(1), 24)
+    assert np.array_equal(x, x2) and np.array_equal(y, y2)
+    x3, _ = task.generate(np.random.default_rng(2), 24)
+    assert not np.array_equal(x, x3)
+
+
+def test_same_seed_identical_bytes(built, tmp_path):
+    build_task("signs", tmp_path / "again", seed=0, n_train=N_TRAIN, n_test=N_TEST)
+    assert _tree_bytes(built / "signs") == _tree_bytes(tmp_path / "again")
+    build_task("signs", tmp_path / "other", seed=1, n_train=N_TRAIN, n_test=N_TEST)
+    a = load_task_splits(tmp_path / "other")["test"]["image"]
+    b = load_task_splits(built / "signs")["test"]["image"]
+    assert np.asarray(a[0]).tobytes() != np.asarray(b[0]).tobytes()
+
+
+def test_splits_sizes_disjoint_and_classlabel(built):
+    dsd = load_task_splits(built / "signs")
+    assert set(dsd) == {"train", "validation", "test"}
+    assert len(dsd["validation"]) == round(0.1 * N_TRAIN)
+    assert len(dsd["train"]) == N_TRAIN - len(dsd["validation"])
+    assert len(dsd["test"]) == N_TEST
+    assert classnames(dsd) == MINI_TASKS["signs"].classnames
+    assert dsd["train"].features["label"].names == MINI_TASKS["signs"].classnames
+    assert isinstance(dsd["test"].features["image"], datasets.Image)
+    hashes = {s: {hashlib.sha1(im.numpy().tobytes()).hexdigest() for im in split_to_tensor(dsd[s], 32)[0]}
+              for s in dsd}
+    assert not hashes["train"] & hashes["validation"]
+    assert not hashes["train"] & hashes["test"] and not hashes["validation"] & hashes["test"]
+    meta = json.loads((built / "signs" / "mini_meta.json").read_text())
+    assert meta["task"] == "signs" and meta["seed"] == 0
+
+
+def test_split_rule_cap():
+    tr, va = mini.split_indices(100_000, 0.1, 5000)
+    assert len(va) == 5000 and len(tr) == 95_000 and not set(tr) & set(va)
+    tr2, va2 = mini.split_indices(100_000, 0.1, 5000)
+    assert np.array_equal(va, va2)  # seed 0, fixed
+
+
+def test_split_to_tensor(built):
+    dsd = load_task_splits(built / "signs")
+    x, y = split_to_tensor(dsd["train"], 32)
+    assert x.shape == (len(dsd["train"]), 3, 32, 32) and str(x.dtype) == "torch.uint8"
+    assert y.tolist() == dsd["train"]["label"]
+    x48, _ = split_to_tensor(dsd["test"], 48)
+    assert tuple(x48.shape[1:]) == (3, 48, 48)
+    sub = dsd["train"].select([4, 2])
+    xs, ys = split_to_tensor(sub, 32)
+    assert (xs[0] == x[4]).all() and ys.tolist() == [y[4].item(), y[2].item()]
+
+
+def test_loader_errors(built, tmp_path):
+    with pytest.raises(ArtifactError, match="does not exist"):
+        load_task_splits(tmp_path / "nope")
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "x.txt").write_text("x")
+    with pytest.raises(ArtifactError, match="junk"):
+        load_task_splits(tmp_path / "junk")
+    dsd = load_task_splits(built / "signs")
+    # a split missing
+    datasets.DatasetDict({"train": dsd["train"], "test": dsd["test"]}).save_to_disk(str(tmp_path / "noval"))
+    with pytest.raises(ArtifactError, match=r"noval.*validation"):
+        load_task_splits(tmp_path / "noval")
+    # labels outside the ClassLabel range (written through the Arrow table, which skips checks)
+    feats = datasets.Features({"image": datasets.Image(), "label": datasets.ClassLabel(names=["a", "b"])})
+    bad = {s: datasets.Dataset(dsd[s].data.table, info=datasets.DatasetInfo(features=feats)) for s in dsd}
+    datasets.DatasetDict(bad).save_to_disk(str(tmp_path / "badlab"))
+    with pytest.raises(ArtifactError, match=r"badlab.*outside"):
+        load_task_splits(tmp_path / "badlab")
+
+
+def test_atomic_overwrite(tmp_path):
+    out = tmp_path / "t"
+    build_task("counting", out, n_train=20, n_test=10)
+    build_task("counting", out, seed=3, n_train=20, n_test=10)
+    assert json.loads((out / "mini_meta.json").read_text())["seed"] == 3
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t"]  # no temp dirs left behind
+
+
+def test_corpus_captions_and_no_test_overlap(tmp_path):
+    weights = {"signs": 1.0, "shapes": 1.0, "generic": 0.5}
+    build_corpus(tmp_path / "corpus", seed=0, n=120, family_weights=weights, caption_noise=0.2)
+    ds = datasets.load_from_disk(str(tmp_path / "corpus"))
+    assert len(ds) == 120 and {"image", "caption"} <= set(ds.column_names)
+    caps = ds["caption"]
+    assert all(isinstance(c, str) and len(c.split()) >= 2 for c in caps)
+    assert set(ds["family"]) <= set(weights)
+    words = " ".join(caps).lower()
+    assert any(n.lower() in words for n in MINI_TASKS["signs"].classnames)
+    x, _ = split_to_tensor(ds, 32)
+    corpus_h = {hashlib.sha1(im.numpy().tobytes()).hexdigest() for im in x}
+    for name in ("signs", "shapes"):
+        xtr, _, xte, _ = mini.task_arrays(name, seed=0, n_train=60, n_test=120)
+        test_h = {hashlib.sha1(np.ascontiguousarray(a.transpose(2, 0, 1)).tobytes()).hexdigest() for a in xte}
+        assert not corpus_h & test_h
+    with pytest.raises(ValueError, match="unknown corpus families"):
+        build_corpus(tmp_path / "c2", n=10, family_weights={"nonsense": 1.0})
+
+
+def test_corpus_deterministic(tmp_path):
+    for d in ("a", "b"):
+        build_corpus(tmp_path / d, seed=5, n=40, family_weights={"flowers": 1.0, "generic": 1.0})
+    assert _tree_bytes(tmp_path / "a") == _tree_bytes(tmp_path / "b")
+    shutil.rmtree(tmp_path / "a")
