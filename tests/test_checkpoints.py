@@ -15,7 +15,7 @@ peft = pytest.importorskip("peft")
 
 from mergelab import convert  # noqa: E402
 from mergelab.checkpoints import (CheckpointError, import_checkpoint,  # noqa: E402
-                                  lora_factors_path, safe_torch_load)
+                                  lora_factors_path, main, safe_torch_load)
 
 WIDTH, LAYERS = 32, 2
 VISION = dict(hidden_size=WIDTH, intermediate_size=64, num_hidden_layers=LAYERS, num_attention_heads=2,
@@ -264,6 +264,11 @@ def test_state_dict_pickles_accepted(tiny_open_clip, tmp_path):
     tau = load_file(out)
     for k in expected:
         assert torch.equal(tau[k], expected[k]), k
+    # the command-line entry point
+    out = tmp_path / "cli.safetensors"
+    assert main(["open_clip", str(tmp_path / "bare.pt"), "x", str(out), "--pretrained", str(zeroshot)]) == 0
+    assert set(load_file(out)) == set(expected)
+    assert main(["open_clip", str(tmp_path / "missing.pt"), "x", str(out), "--pretrained", str(zeroshot)]) == 1
 
 
 def test_offline_hub_id_error_names_repo_and_cache(tmp_path, monkeypatch):
