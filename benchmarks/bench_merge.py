@@ -1,0 +1,243 @@
+"""Merge benchmark: our SVD-family methods vs a plain exact implementation.
+
+Builds the open_clip ViT-B-32 image-encoder shapes (2-D ``visual.*`` keys plus a
+few vector keys), synthetic task vectors with a decaying spectrum
+(σ_i ∝ i^-1, random orthogonal factors, seeded), writes them as safetensors and
+merges through ``SafetensorsSource`` + ``method.merge``. The reference is the
+public-code way: a full ``torch.linalg.svd`` per task per matrix (float32) and
+SVD-based polar factors, timed in the same run. Errors are measured against the
+same reference algorithm computed in float64 ("exact"), and against the
+float32 reference for information.
+
+Peak memory: each timed merge runs in a fresh subprocess and reports
+``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (peak RSS, includes the Python +
+torch baseline, printed separately).
+
+    python benchmarks/bench_merge.py --tasks 8 --methods tsv_m iso_cts dc_merge
+    python benchmarks/bench_merge.py --quick           # 2 layers, smoke test
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+METHODS = ["tsv_m", "iso_c", "iso_cts", "dc_merge"]
+
+
+# -- synthetic task vectors ---------------------------------------------------------
+
+def vit_shapes(layers: int | None) -> dict[str, tuple[int, ...]]:
+    import open_clip
+    model = open_clip.create_model("ViT-B-32", pretrained=None)
+    out = {}
+    for k, v in model.state_dict().items():
+        if not k.startswith("visual.") or not v.is_floating_point():
+            continue
+        if layers is not None and ".resblocks." in k and int(k.split(".resblocks.")[1].split(".")[0]) >= layers:
+            continue
+        if v.dim() == 2 or k.endswith(("ln_post.weight", "class_embedding", "ln_1.bias")):
+            out[k] = tuple(v.shape)
+    return out
+
+
+def synth(shape, g: torch.Generator) -> torch.Tensor:
+    if len(shape) != 2:
+        return torch.randn(shape, generator=g) * 1e-3
+    m, n = shape
+    r = min(m, n)
+    U, _ = torch.linalg.qr(torch.randn(m, r, generator=g))
+    V, _ = torch.linalg.qr(torch.randn(n, r, generator=g))
+    s = torch.arange(1, r + 1, dtype=torch.float32) ** -1.0
+    return (U * s) @ V.T * 1e-2
+
+
+def write_tasks(shapes, T: int, seed: int, folder: Path) -> list[Path]:
+    from safetensors.torch import save_file
+    paths = []
+    for t in range(T):
+        g = torch.Generator().manual_seed(seed * 1000 + t)
+        p = folder / f"task{t}.safetensors"
+        save_file({k: synth(s, g).contiguous() for k, s in shapes.items()}, str(p))
+        paths.append(p)
+    return paths
+
+
+# -- plain exact reference (public-code style: full SVD per task per matrix) -------------
+
+def _polar(X):
+    P, _, Qh = torch.linalg.svd(X, full_matrices=False)
+    return P @ Qh
+
+
+def ref_key(name: str, taus: list[torch.Tensor], dtype) -> torch.Tensor:
+    taus = [t.to(dtype) for t in taus]
+    if taus[0].dim() != 2:
+        return torch.stack(taus).mean(0)
+    T = len(taus)
+    m, n = taus[0].shape
+    r = min(m, n)
+    if name == "iso_c":
+        U, S, Vh = torch.linalg.svd(sum(taus), full_matrices=False)
+        return S.mean() * U @ Vh
+    if name == "iso_cts":
+        c = int(r * 0.8)
+        c = r - round((r - c) / T) * T
+        nt = (r - c) // T
+        U, S, Vh = torch.linalg.svd(sum(taus), full_matrices=False)
+        Uc, Sc, Vc = U[:, :c], S[:c], Vh[:c]
+        Us, Ss, Vs = [], [], []
+        for t in taus:
+            u, s, vh = torch.linalg.svd(t - Uc @ (Uc.T @ t), full_matrices=False)
+            Us.append(u[:, :nt]), Ss.append(s[:nt]), Vs.append(vh[:nt])
+        s_bar = torch.cat(Ss + [Sc]).mean()
+        return s_bar * _polar(torch.cat(Us + [Uc], 1)) @ _polar(torch.cat(Vs + [Vc], 0))
+    k = r // T
+    Ucat = torch.zeros(m, r, dtype=dtype)
+    Vcat = torch.zeros(r, n, dtype=dtype)
+    Scat = torch.zeros(r, dtype=dtype)
+    Ts = []
+    for t, a in enumerate(taus):
+        U, S, Vh = torch.linalg.svd(a, full_matrices=False)
+        Ucat[:, t * k:(t + 1) * k] = U[:, :k]
+        Vcat[t * k:(t + 1) * k] = Vh[:k]
+        Scat[t * k:(t + 1) * k] = S[:k]
+        if name == "dc_merge":
+            Ts.append(U[:, :k] @ torch.diag(S[:k]) @ Vh[:k])
+    Uo, Vo = _polar(Ucat), _polar(Vcat)
+    if name == "tsv_m":
+        return Uo @ torch.diag(Scat) @ Vo
+    Ms = []
+    for Tt in Ts:
+        M = Uo.T @ Tt @ Vo.T
+        cnt = max(1, int(0.001 * M.numel()))
+        thr = torch.topk(M.abs().flatten(), cnt).values.min()
+        Ms.append(M * (M.abs() >= thr))
+    st = torch.stack(Ms)
+    tot = st.sum(0)
+    agree = torch.sign(st) == torch.sign(tot)
+    A = (st * agree).sum(0) / agree.sum(0).clamp(min=1)
+    A = torch.where(tot == 0, torch.zeros_like(A), A)
+    mask = torch.zeros(r, r, dtype=dtype)
+    for t in range(T):
+        mask[t * k:(t + 1) * k, t * k:(t + 1) * k] = 1
+    return Uo @ (A * mask) @ Vo
+
+
+# -- one measured run (in a subprocess) ----------------------------------------------
+
+def child(args) -> None:
+    torch.set_num_threads(args.threads)
+    from mergelab.methods import build
+    from mergelab.methods.base import MergeContext
+    from mergelab.taskvectors import SafetensorsSource
+    paths = json.loads(args.paths)
+    src = SafetensorsSource(paths)
+    base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    t0 = time.perf_counter()
+    if args.kind == "ours":
+        out = build(args.method).merge(src, MergeContext(regime="full", tasks=[str(i) for i in range(len(paths))],
+                                                          device=torch.device(args.device)))
+    else:
+        dtype = torch.float64 if args.kind == "ref64" else torch.float32
+        out = {k: ref_key(args.method, [t.to(args.device) for t in src.get(k)], dtype).float().cpu()
+               for k in src.keys()}
+    dt = time.perf_counter() - t0
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    from safetensors.torch import save_file
+    save_file({k: v.contiguous() for k, v in out.items()}, args.out)
+    print(json.dumps({"seconds": dt, "peak_kb": peak, "base_kb": base_rss}))
+
+
+def run_child(kind, method, paths, out, ns) -> dict:
+    if ns.inprocess:  # smoke tests: no subprocess (peak RSS is then the whole process's)
+        import contextlib
+        import io
+        buf = io.StringIO()
+        sub = argparse.Namespace(kind=kind, method=method, paths=json.dumps([str(p) for p in paths]),
+                                 out=str(out), device=ns.device, threads=ns.threads)
+        with contextlib.redirect_stdout(buf):
+            child(sub)
+        return json.loads(buf.getvalue().strip().splitlines()[-1])
+    cmd = [sys.executable, __file__, "--child", kind, "--method", method, "--paths", json.dumps([str(p) for p in paths]),
+           "--out", str(out), "--device", ns.device, "--threads", str(ns.threads)]
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if res.returncode != 0:
+        raise RuntimeError(f"{kind} {method} failed:\n{res.stderr[-3000:]}")
+    return json.loads(res.stdout.strip().splitlines()[-1])
+
+
+def rel_err(a_path, b_path) -> float:
+    from safetensors.torch import load_file
+    a, b = load_file(str(a_path)), load_file(str(b_path))
+    num = sum(float((a[k].double() - b[k].double()).pow(2).sum()) for k in b)
+    den = sum(float(b[k].double().pow(2).sum()) for k in b)
+    return (num / den) ** 0.5
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tasks", type=int, nargs="+", default=[8, 14, 20])
+    ap.add_argument("--methods", nargs="+", default=["tsv_m", "iso_cts", "dc_merge"], choices=METHODS)
+    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    ap.add_argument("--quick", action="store_true", help="2 transformer layers (smoke test)")
+    ap.add_argument("--layers", type=int, default=None, help="number of transformer layers (default: all 12)")
+    ap.add_argument("--threads", type=int, default=torch.get_num_threads())
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--inprocess", action="store_true", help="run the merges in this process (smoke test)")
+    ap.add_argument("--no-f64", action="store_true", help="skip the float64 exact reference")
+    ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--method", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--paths", default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--out", default=None, help=argparse.SUPPRESS)
+    ns = ap.parse_args(argv)
+    if ns.child:
+        ns.kind = ns.child
+        child(ns)
+        return 0
+    layers = ns.layers if ns.layers is not None else (2 if ns.quick else None)
+    shapes = vit_shapes(layers)
+    n_mat = sum(len(s) == 2 for s in shapes.values())
+    tv_mb = sum(torch.Size(s).numel() for s in shapes.values()) * 4 / 2**20
+    print(f"# ViT-B-32 visual: {len(shapes)} keys ({n_mat} matrices), one task vector = {tv_mb:.1f} MiB; "
+          f"device={ns.device}, threads={ns.threads}")
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tmp = Path(tmp)
+        for T in ns.tasks:
+            d = tmp / f"T{T}"
+            d.mkdir()
+            paths = write_tasks(shapes, T, ns.seed, d)
+            for m in ns.methods:
+                ours = run_child("ours", m, paths, d / f"{m}_ours.st", ns)
+                ref = run_child("ref32", m, paths, d / f"{m}_ref32.st", ns)
+                err32 = rel_err(d / f"{m}_ours.st", d / f"{m}_ref32.st")
+                err64 = ref32_vs64 = float("nan")
+                if not ns.no_f64:
+                    run_child("ref64", m, paths, d / f"{m}_ref64.st", ns)
+                    err64 = rel_err(d / f"{m}_ours.st", d / f"{m}_ref64.st")
+                    ref32_vs64 = rel_err(d / f"{m}_ref32.st", d / f"{m}_ref64.st")
+                rows.append((m, T, ours["seconds"], ref["seconds"], ref["seconds"] / ours["seconds"],
+                             ours["peak_kb"] / 1024, ref["peak_kb"] / 1024, ours["base_kb"] / 1024,
+                             err64, ref32_vs64, err32))
+                print(f"  done {m} T={T}: ours {ours['seconds']:.2f}s ref {ref['seconds']:.2f}s", file=sys.stderr)
+    print()
+    print("| method | T | ours (s) | plain exact (s) | speed-up | peak RSS ours (MiB) | peak RSS plain (MiB) "
+          "| RSS before merge (MiB) | rel. err ours vs exact f64 | rel. err plain f32 vs exact f64 | ours vs plain f32 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        print(f"| {r[0]} | {r[1]} | {r[2]:.2f} | {r[3]:.2f} | {r[4]:.2f}× | {r[5]:.0f} | {r[6]:.0f} | {r[7]:.0f} "
+              f"| {r[8]:.1e} | {r[9]:.1e} | {r[10]:.1e} |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
