@@ -2,22 +2,23 @@
 
 The public implementations of TSV-M, Iso-CTS and DC-Merge call a full
 ``torch.linalg.svd`` per task and per matrix and two more for the polar
-factors. Two observations make the same result much cheaper:
+factors. Two observations avoid most of that work (how much it buys on a
+given machine is measured by benchmarks/bench_merge.py, see docs/benchmarks.md):
 
 * only the top ``k = r // T`` singular triplets of each task are used. We get
-  them from the Gram matrix of the smaller side: an f32 ``eigh`` gives a basis
-  of the top ``k + p`` eigenvectors, then one Rayleigh–Ritz step on that block,
-  done in float64 on ``A Q`` (not on the squared Gram), gives the triplets.
-  The only approximation is the part of the exact top-k subspace lying outside
-  the block, of order ``eps32 · σ1² / (σk² − σ(k+p+1)²)``; with the default
-  oversampling this is below the float32 rounding of the reference SVD itself
-  for the spectra of fine-tuned task vectors (the benchmark measures it).
-  ``exact=True`` (or a small matrix, or k close to r) uses a float64 Gram
-  ``eigh`` instead, with a float64 SVD fallback when the Gram squares the
-  condition number beyond what float64 resolves.
+  them from the float64 Gram matrix of the smaller side: a float32 ``eigh``
+  gives a basis of the top ``b = 2k + 8`` eigenvectors, ``refine`` (3) block
+  power steps with the float64 Gram remove the float32 error (each step divides
+  it by about λ(b+1)/λk), and a float64 Rayleigh–Ritz step on the block gives
+  the triplets. Float32 alone is not enough: the polar factor of the
+  concatenated bases amplifies subspace errors by its condition number (tests
+  and the benchmark measure ~1e-4 with a pure-f32 Gram, ~1e-7 with this path).
+  ``exact=True`` (or a small matrix, or k > r/2) uses a full float64 ``eigh``,
+  with a float64 SVD fallback when the Gram squares the condition number
+  beyond what float64 resolves.
 * ``polar(X) = X (XᵀX)^{-1/2}``. Every method only needs ``polar(X)`` applied
   to small matrices and ``polar(X)ᵀ X = (XᵀX)^{1/2}``; both come from one
-  ``eigh`` of the c×c Gram of X (c = Σ k). Zero-padding columns (DC-Merge,
+  float64 ``eigh`` of the c×c Gram of X (c = Σ k). Zero-padding columns (DC-Merge,
   TSV-M when T·k < r) are left out: the padded columns of the spec's polar
   factor only ever multiply zero rows/columns, so the result is the same.
   A genuinely rank-deficient X (two identical tasks) has no unique polar
