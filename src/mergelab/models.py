@@ -80,7 +80,10 @@ def create_open_clip(name: str, pretrained: str | None = None, cache_dir: str | 
         kwargs["cache_dir"] = cache_dir
     if quick_gelu is not None and pretrained is None:
         kwargs["force_quick_gelu"] = quick_gelu
-    logging.getLogger().setLevel(max(logging.getLogger().level, logging.ERROR))
+    root = logging.getLogger()
+    level = root.level
+    if pretrained is None:  # silence open_clip's "no pretrained weights" warning
+        root.setLevel(logging.ERROR)
     try:
         model = open_clip.create_model(name, pretrained=pretrained, **kwargs)
     except Exception as exc:  # network / cache problems surface with the model named
@@ -91,6 +94,8 @@ def create_open_clip(name: str, pretrained: str | None = None, cache_dir: str | 
                 f"(open_clip.create_model('{name}', pretrained='{pretrained}', cache_dir=...)) "
                 "and point config 'model.cache_dir' at that cache.") from exc
         raise
+    finally:
+        root.setLevel(level)
     return model
 
 
