@@ -1559,7 +1559,8 @@ def _generic_caption(label: int, rng) -> str:
     a, b = names[label // len(names)], names[label % len(names)]
     pat = ["an abstract picture in {a} and {b}.", "a blurry {a} and {b} pattern.",
            "{a} and {b} paint.", "a {a} shape on {b}."]
-    return pat[rng.integers(len(pat))].format(a=a, b=b)
+    text = pat[rng.integers(len(pat))].format(a=a, b=b)
+    return text[0].upper() + text[1:]
 
 
 def _family_generator(name: str):
