@@ -110,6 +110,23 @@ def cmd_eval_merged(a):
                 a.individual, spec["alpha_grid"], a.out, spec, spec["seed"], a.merge_info)
 
 
+def cmd_eval_generalization(a):
+    spec = _spec(a.spec)
+    from .plots_ablation import eval_generalization
+    eval_generalization(a.method, a.regime, a.suite, a.tasks, _evaluator_args(spec, a), a.merged,
+                        a.merged_eval, a.zeroshot, a.out, spec, spec["seed"])
+
+
+def cmd_ablation(a):
+    spec = _spec(a.spec) if a.spec else {}
+    from . import plots_ablation as P
+    order = spec.get("method_order", ())
+    if a.kind == "generalization":
+        P.generalization_report(a.results, a.out_stem, a.figure_stem, method_order=order)
+    else:
+        P.task_count_figure(a.results, a.out_stem, spec.get("title", ""), method_order=order)
+
+
 def cmd_report(a):
     spec = _spec(a.spec)
     from .report import make_report
@@ -205,6 +222,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--merge-info")
     for k in ("--tasks", "--data", "--heads", "--individual"):
         s.add_argument(k, nargs="+", required=True)
+
+    s = add("eval-generalization", cmd_eval_generalization,
+            "evaluate a suite's merged model on held-out (unmerged) tasks")
+    for k in ("--method", "--regime", "--suite", "--spec", "--pretrained", "--merged",
+              "--merged-eval", "--out"):
+        s.add_argument(k, required=True)
+    for k in ("--tasks", "--data", "--heads", "--zeroshot"):
+        s.add_argument(k, nargs="+", required=True)
+
+    s = add("ablation", cmd_ablation, "ablation tables/figures: generalization, accuracy vs number of tasks")
+    s.add_argument("kind", choices=["generalization", "task-count"])
+    s.add_argument("--spec"); s.add_argument("--results", nargs="+", required=True)
+    s.add_argument("--out-stem", required=True); s.add_argument("--figure-stem")
 
     s = add("report", cmd_report, "tables (Markdown, LaTeX, CSV) and figures of one regime and suite")
     s.add_argument("--spec", required=True); s.add_argument("--regime", required=True)
