@@ -23,6 +23,7 @@ include: "rules/merge.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
 include: "rules/analysis.smk"
+include: "rules/ablations.smk"
 
 
 rule all:

@@ -36,7 +36,7 @@ AN_SUITE = AN["suite"] or CFG["report"]["main_suite"] or SUITES[0]
 
 
 wildcard_constraints:
-    task="|".join(TASKS),
+    task="|".join(TASKS + [t for t in CFG["generalization"]["heldout"] if t not in TASKS]),
     sweep="|".join(AN["sweeps"]) or "__none__",
     regime="full|lora",
     suite="|".join(SUITES),
@@ -135,6 +135,7 @@ def all_targets():
             out += expand(f"{R}/figures/accuracy_{r}_{s}.{{ext}}", ext=["png", "pdf"])
     if AN["enabled"]:
         out += analysis_targets()
+    out += ablation_targets()  # rules/ablations.smk
     return out
 
 
