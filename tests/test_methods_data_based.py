@@ -280,3 +280,31 @@ def test_entropy_helper():
     logits = torch.tensor([[0.0, 0.0], [100.0, 0.0]])
     ent = softmax_entropy(logits)
     assert torch.allclose(ent, torch.tensor([0.6931472, 0.0]), atol=1e-5)
+
+
+def test_ablation_figures(tmp_path):
+    import json
+
+    from mergelab.plots_ablation import generalization_report, task_count_figure
+    paths = []
+    for m, base in (("task_arithmetic", 0.9), ("mda_am", 0.95)):
+        for n in (4, 8):
+            tasks = [f"t{i}" for i in range(n)]
+            p = tmp_path / f"{m}_{n}.json"
+            p.write_text(json.dumps({"method": m, "tasks": tasks,
+                                     "test_normalized": {t: base - 0.01 * n for t in tasks}}))
+            paths.append(p)
+    pts = task_count_figure(paths, tmp_path / "tc", method_order=["task_arithmetic", "mda_am"])
+    assert pts["mda_am"] == [(4, pytest.approx(91.0)), (8, pytest.approx(87.0))]
+    assert all((tmp_path / f"tc.{e}").exists() for e in ("png", "pdf", "json"))
+    gen = []
+    for m, acc in (("ties", 0.4), ("mda_am", 0.5)):
+        p = tmp_path / f"gen_{m}.json"
+        p.write_text(json.dumps({"method": m, "regime": "full", "suite": "main", "heldout": ["x", "y"],
+                                 "test": {"x": acc, "y": acc}, "zeroshot": {"x": 0.3, "y": 0.2},
+                                 "mean": acc, "mean_zeroshot": 0.25}))
+        gen.append(p)
+    rows = generalization_report(gen, tmp_path / "gen", tmp_path / "genfig", method_order=["ties", "mda_am"])
+    assert [r["method"] for r in rows] == ["zeroshot", "ties", "mda_am"]
+    assert rows[0]["mean"] == pytest.approx(25.0)
+    assert all((tmp_path / f) .exists() for f in ("gen.md", "gen.csv", "gen.json", "genfig.png", "genfig.pdf"))
