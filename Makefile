@@ -9,13 +9,16 @@ export PATH := $(BIN):$(PATH)
 CORES  ?= all
 PYTEST_ARGS ?=
 
-.PHONY: env run dry-run test lint lock report clean-results help
+.PHONY: env run dry-run test lint lock report push pull clean-results help
 
 help:
 	@echo "make run      set up .venv (if needed) and run 'snakemake --cores all' on config/config.yaml"
 	@echo "make test     set up .venv (if needed) and run the test suite"
 	@echo "make lint     snakemake --lint"
 	@echo "make lock     re-resolve requirements.lock from requirements.in"
+	@echo "make report   HTML report of the tables and figures: results/report.html"
+	@echo "make push     version the run's artifacts with DVC (dvc commit + push; then commit dvc.lock)"
+	@echo "make pull     restore them from the DVC remote; Snakemake then has nothing to redo"
 
 env: $(STAMP)
 
@@ -40,6 +43,15 @@ lint: env
 
 report: env
 	$(BIN)/snakemake --cores $(CORES) --report results/report.html
+
+# DVC (docs/reproducibility.md). DVC_REMOTE=<name> picks a remote other than the default.
+DVC_REMOTE ?=
+
+push: env
+	$(BIN)/python -m mergelab.cli artifacts push $(if $(DVC_REMOTE),--remote $(DVC_REMOTE))
+
+pull: env
+	$(BIN)/python -m mergelab.cli artifacts pull $(if $(DVC_REMOTE),--remote $(DVC_REMOTE))
 
 lock:
 	$(BIN)/uv pip compile requirements.in -o requirements.lock --python-version 3.11 \

@@ -15,6 +15,9 @@ if "data" not in config:
 
 
 
+report: "report/workflow.rst"
+
+
 include: "rules/common.smk"
 include: "rules/data.smk"
 include: "rules/pretrain.smk"
@@ -24,6 +27,7 @@ include: "rules/evaluate.smk"
 include: "rules/report.smk"
 include: "rules/analysis.smk"
 include: "rules/ablations.smk"
+include: "rules/provenance.smk"
 
 
 rule all:

@@ -7,7 +7,11 @@ rule analysis_spectrum:
     input:
         lambda w: [f"{R}/taskvectors/{w.regime}/{t}.safetensors" for t in suite_tasks(AN_SUITE)],
     output:
-        multiext(f"{R}/figures/analysis/spectrum_{{regime}}", ".png", ".pdf", ".json"),
+        report(
+            multiext(f"{R}/figures/analysis/spectrum_{{regime}}", ".png", ".pdf", ".json"),
+            category="Analysis figures", subcategory="spectrum",
+            caption="../report/analysis_figure.rst",
+        ),
     params:
         stem=lambda w, output: output[0][: -len(".png")],
         tasks=lambda w: " ".join(suite_tasks(AN_SUITE)),
@@ -31,7 +35,11 @@ rule analysis_similarity:
             for m in similarity_methods(w.regime)
         ],
     output:
-        multiext(f"{R}/figures/analysis/similarity_{{regime}}", ".png", ".pdf", ".json"),
+        report(
+            multiext(f"{R}/figures/analysis/similarity_{{regime}}", ".png", ".pdf", ".json"),
+            category="Analysis figures", subcategory="similarity",
+            caption="../report/analysis_figure.rst",
+        ),
     params:
         stem=lambda w, output: output[0][: -len(".png")],
         tasks=lambda w: " ".join(suite_tasks(AN_SUITE)),
@@ -51,7 +59,11 @@ rule analysis_etf:
     input:
         lambda w: [f"{R}/taskvectors/{w.regime}/{t}.safetensors" for t in suite_tasks(AN_SUITE)],
     output:
-        multiext(f"{R}/figures/analysis/etf_{{regime}}", ".png", ".pdf", ".json"),
+        report(
+            multiext(f"{R}/figures/analysis/etf_{{regime}}", ".png", ".pdf", ".json"),
+            category="Analysis figures", subcategory="etf",
+            caption="../report/analysis_figure.rst",
+        ),
     params:
         stem=lambda w, output: output[0][: -len(".png")],
         tasks=lambda w: " ".join(suite_tasks(AN_SUITE)),
@@ -77,7 +89,11 @@ rule analysis_sensitivity:
             for r in method_regimes(CFG, m)
         ],
     output:
-        multiext(f"{R}/figures/analysis/sensitivity_{{sweep}}", ".png", ".pdf", ".json"),
+        report(
+            multiext(f"{R}/figures/analysis/sensitivity_{{sweep}}", ".png", ".pdf", ".json"),
+            category="Analysis figures", subcategory="sensitivity",
+            caption="../report/analysis_figure.rst",
+        ),
     params:
         stem=lambda w, output: output[0][: -len(".png")],
         spec=lambda w: jq({"sweep": w.sweep, "xlabel": AN["sweeps"][w.sweep]["xlabel"],

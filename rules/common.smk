@@ -127,8 +127,8 @@ def report_spec():
     return {"name": CFG["name"], "suites": CFG["suites"], "method_order": list(CFG["methods"])}
 
 
-def all_targets():
-    out = []
+def all_targets(manifest=True):
+    out = [f"{R}/manifest.json"] if manifest else []
     for r in REGIMES:
         for s in SUITES:
             out += expand(f"{R}/tables/{r}_{s}.{{ext}}", ext=["md", "tex", "csv"])
@@ -195,3 +195,47 @@ def report_inputs(w):
 
 def similarity_methods(regime):
     return [m for m in AN["similarity_methods"] if regime in method_regimes(CFG, m)]
+
+
+# ----------------------------------------------------------------- run manifest
+
+
+def manifest_files():
+    """Every artifact of the run, as the rules name them (the manifest rule's inputs)."""
+    out = [f"{D}/{t}" for t in TASKS]
+    if not CFG["model"]["pretrained"]:
+        out.append(f"{D}/_corpus")
+    out += [rules.pretrain.output.weights, rules.pretrain.output.metrics]
+    out += [f"{R}/heads/{t}.safetensors" for t in TASKS]
+    for r in REGIMES:
+        for t in TASKS:
+            out += [f"{R}/finetune/{r}/{t}.safetensors", f"{R}/finetune/{r}/{t}.json",
+                    f"{R}/taskvectors/{r}/{t}.safetensors",
+                    f"{R}/eval/{r}/zeroshot/{t}.json", f"{R}/eval/{r}/individual/{t}.json"]
+    for r, s, m in merges():
+        out += [f"{R}/merged/{r}/{s}/{m}.safetensors", f"{R}/merged/{r}/{s}/{m}.json",
+                f"{R}/eval/{r}/{s}/{m}.json"]
+        out.append(f"{R}/tables/{r}_{s}.json")
+    if AN["enabled"]:
+        for sweep in AN["sweeps"]:
+            for m in sweep_members(sweep):
+                for r in method_regimes(CFG, m):
+                    out += [f"{R}/merged/{r}/{AN_SUITE}/{m}.safetensors",
+                            f"{R}/merged/{r}/{AN_SUITE}/{m}.json", f"{R}/eval/{r}/{AN_SUITE}/{m}.json"]
+        out += [p[: -len(".png")] + ".json" for p in analysis_targets() if p.endswith(".png")]
+    out += all_targets(manifest=False)
+    return list(dict.fromkeys(out))
+
+
+def manifest_spec():
+    """What the manifest cannot read from the artifacts' own provenance blocks."""
+    return {
+        "name": CFG["name"], "results_dir": R, "data_root": D, "regimes": REGIMES,
+        "suites": CFG["suites"], "config": CFG,
+        "data": {t: {"task": CFG["data"]["tasks"][t], "seed": CFG["seed"], "mini": CFG["data"]["mini"]}
+                 for t in TASKS},
+        "heads": {t: {"model": model_spec(), "task": CFG["data"]["tasks"][t]} for t in TASKS},
+        "extract": {r: extract_spec(r) for r in REGIMES},
+        "corpus": {"seed": CFG["seed"], **{k: CFG["pretrain"][k] for k in
+                   ("corpus_size", "caption_noise", "family_weights")}},
+    }

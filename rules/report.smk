@@ -5,8 +5,16 @@ rule report:
     input:
         report_inputs,
     output:
-        tables=multiext(f"{R}/tables/{{regime}}_{{suite}}", ".md", ".tex", ".csv", ".json"),
-        figures=multiext(f"{R}/figures/accuracy_{{regime}}_{{suite}}", ".png", ".pdf"),
+        tables=report(
+            multiext(f"{R}/tables/{{regime}}_{{suite}}", ".md", ".tex", ".csv", ".json"),
+            category="Tables", subcategory="{regime} fine-tuning, suite {suite}",
+            caption="../report/table.rst",
+        ),
+        figures=report(
+            multiext(f"{R}/figures/accuracy_{{regime}}_{{suite}}", ".png", ".pdf"),
+            category="Accuracy figures", subcategory="{regime} fine-tuning, suite {suite}",
+            caption="../report/accuracy_figure.rst",
+        ),
     params:
         outdir=lambda w, output: str(Path(output.tables[0]).parent.parent),
         spec=lambda w: jq(report_spec()),

@@ -133,6 +133,32 @@ def cmd_report(a):
     make_report(spec, a.results, a.out_dir, a.regime, a.suite)
 
 
+def cmd_manifest(a):
+    spec = _spec(a.spec)
+    from .manifest import write_manifest
+    man = write_manifest(spec, a.files, a.out)
+    print(f"{a.out}: {len(man['artifacts'])} artifacts, {len(man['tables'])} tables")
+
+
+def cmd_verify_manifest(a):
+    from .manifest import verify_manifest
+    bad = verify_manifest(a.file)
+    if bad:
+        from .io import ArtifactError
+        raise ArtifactError(f"{a.file}: {len(bad)} artifact(s) differ from the manifest:\n  "
+                            + "\n  ".join(bad))
+    print(f"{a.file}: every artifact matches its sha256")
+
+
+def cmd_artifacts(a):
+    from . import artifacts
+    root = Path(a.root).resolve()
+    if a.action == "push":
+        artifacts.push(root, a.remote, check=not a.no_check)
+    else:
+        artifacts.pull(root, a.remote, force=a.force)
+
+
 def cmd_analysis(a):
     from . import plots_analysis as P
     stem = Path(a.out_stem)
@@ -247,6 +273,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--k-fraction", type=float); s.add_argument("--lora-rank", type=int)
     s.add_argument("--spec"); s.add_argument("--results", nargs="+")
     s.add_argument("--out-stem", required=True)
+
+    s = add("manifest", cmd_manifest, "run manifest: sha256, config subset and versions of every artifact")
+    s.add_argument("--spec", required=True); s.add_argument("--out", required=True)
+    s.add_argument("--files", nargs="+", required=True)
+    s = add("verify-manifest", cmd_verify_manifest, "check artifacts against a run manifest")
+    s.add_argument("file")
+    s = add("artifacts", cmd_artifacts, "DVC: push the run's artifacts / pull them into a fresh clone")
+    s.add_argument("action", choices=["push", "pull"])
+    s.add_argument("--remote", help="DVC remote name (default: core.remote of .dvc/config)")
+    s.add_argument("--root", default=".", help="repository root (default: .)")
+    s.add_argument("--force", action="store_true",
+                   help="pull: accept the artifacts although config/code differ from dvc.lock")
+    s.add_argument("--no-check", action="store_true",
+                   help="push: skip the check that Snakemake has nothing left to do")
     return p
 
 

@@ -6,6 +6,7 @@ renamed into place, so a killed job never leaves a file that looks complete.
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import json
 import os
@@ -29,17 +30,39 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
+    # leftovers of a writer of this same path that was killed (SIGKILL skips `finally`)
+    for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):
+        with contextlib.suppress(OSError):
+            stale.unlink()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:
         yield tmp
+        _test_pause(path, tmp)
         with open(tmp, "rb+") as fh:
             os.fsync(fh.fileno())
         os.replace(tmp, path)
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def _test_pause(path: Path, tmp: Path) -> None:
+    """Test hook (tests/test_reliability.py), inert unless MERGELAB_TEST_PAUSE_AT is set:
+    when ``path`` contains that substring, write ``$MERGELAB_TEST_PAUSE_DIR/paused``
+    (pid, target, temp file) and sleep, so that a test can SIGKILL the process after
+    the data is written but before the rename that makes the output visible."""
+    at = os.environ.get("MERGELAB_TEST_PAUSE_AT")
+    if not at or at not in str(path):
+        return
+    import time
+    marker_dir = Path(os.environ.get("MERGELAB_TEST_PAUSE_DIR", tempfile.gettempdir()))
+    marker_dir.mkdir(parents=True, exist_ok=True)
+    (marker_dir / "paused.tmp").write_text(json.dumps(
+        {"pid": os.getpid(), "path": str(path), "tmp": str(tmp)}))
+    os.replace(marker_dir / "paused.tmp", marker_dir / "paused")
+    time.sleep(float(os.environ.get("MERGELAB_TEST_PAUSE_SECONDS", "600")))
 
 
 def save_tensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike,

@@ -1,0 +1,110 @@
+"""Shared fixtures for the slow tests that need a finished run (tests/test_dvc.py,
+tests/test_reliability.py): one *nano* run per session, a cut-down micro config
+(full fine-tuning only, two tasks, one merge method) made the workflow's embedded
+default (config/config.yaml) in a temporary copy of the workflow, so that plain
+`snakemake`, dvc.yaml and `mergelab artifacts` all see it."""
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+
+def nano_config() -> dict:
+    cfg = yaml.safe_load((ROOT / "tests" / "micro" / "config.yaml").read_text())
+    tasks = ["digits", "signs"]
+    cfg["name"] = "nano"
+    cfg["results_dir"] = "results/nano"
+    cfg["data"]["root"] = "data/nano"
+    cfg["regimes"] = ["full"]
+    cfg["data"]["tasks"] = {t: cfg["data"]["tasks"][t] for t in tasks}
+    cfg["suites"] = {"duo": tasks}
+    cfg["methods"] = {"task_arithmetic": {"method": "task_arithmetic"}}
+    cfg["evaluation"]["alpha_grid"] = [0.5, 1.0]
+    cfg.setdefault("analysis", {})["enabled"] = False
+    return cfg
+
+
+def tool_env(home: Path, **extra: str) -> dict[str, str]:
+    env = {"PATH": f"{BIN}:/usr/bin:/bin", "HOME": str(home), "PYTHONHASHSEED": "0",
+           "GIT_CONFIG_NOSYSTEM": "1", "DVC_NO_ANALYTICS": "1", "LANG": "C.UTF-8"}
+    env.update(extra)
+    return env
+
+
+def smk(wd: Path, *args: str, check: bool = True, env: dict | None = None,
+        timeout: int = 1200) -> subprocess.CompletedProcess:
+    """Plain `snakemake` in ``wd`` (its config/config.yaml is the nano config)."""
+    cmd = [str(BIN / "snakemake"), "--cores", "2", *args]
+    proc = subprocess.run(cmd, cwd=wd, capture_output=True, text=True,
+                          env=env or tool_env(wd), timeout=timeout)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n"
+                             f"{proc.stderr[-6000:]}")
+    return proc
+
+
+def jobs_of(proc: subprocess.CompletedProcess) -> dict[str, int]:
+    counts = {}
+    for line in proc.stdout.splitlines():
+        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
+        if m and m.group(1) != "total":
+            counts[m.group(1)] = int(m.group(2))
+    return counts
+
+
+def planned(wd: Path) -> dict[str, int]:
+    """Rule -> job count of a dry run (empty when nothing is to be done)."""
+    return jobs_of(smk(wd, "-n", "--quiet", "rules"))
+
+
+def copy_nano_workflow(dst: Path) -> Path:
+    """The workflow (Snakefile, rules, profiles, envs, src, config, dvc files, Makefile)
+    with the nano config as its embedded default."""
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("Snakefile", "rules", "profiles", "envs", "src", "config", "report",
+                 "dvc.yaml", ".dvc", ".dvcignore", "Makefile", "pyproject.toml"):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dst / name, symlinks=True, ignore=shutil.ignore_patterns(
+                "__pycache__", "*.egg-info", "paper", "cache", "tmp", "config.local"))
+        elif src.exists():
+            shutil.copy2(src, dst / name)
+    (dst / "config" / "config.yaml").write_text(yaml.safe_dump(nano_config(), sort_keys=False))
+    (dst / ".gitignore").write_text("/results/\n/data/\n.snakemake/\n__pycache__/\n/dvc-remote/\n")
+    return dst
+
+
+def copy_run(src: Path, dst: Path) -> Path:
+    """A copy of a finished run (timestamps and .snakemake metadata preserved)."""
+    shutil.copytree(src, dst, symlinks=True, ignore=shutil.ignore_patterns("locks", "dvc-remote"))
+    return dst
+
+
+def nano_results(wd: Path) -> Path:
+    return wd / "results" / "nano"
+
+
+@pytest.fixture(scope="session")
+def nano_run(tmp_path_factory) -> Path:
+    """A finished nano run. Tests must not modify it: take a copy_run() first."""
+    wd = copy_nano_workflow(tmp_path_factory.mktemp("nano") / "wf")
+    smk(wd)
+    return wd
+
+
+def sha_tree(root: Path, pattern: str = "*") -> dict[str, str]:
+    from mergelab.io import sha256_file
+    return {p.relative_to(root).as_posix(): sha256_file(p)
+            for p in sorted(root.rglob(pattern)) if p.is_file() and "logs" not in p.parts}
+
+
