@@ -114,7 +114,7 @@ def test_method_code_change_reruns_its_merges(run_dir):
         cfg = yaml.safe_load((run_dir / "config" / "micro.yaml").read_text())
         from mergelab import methods as M
         affected = [m for m, spec in cfg["methods"].items()
-                    if M.REGISTRY[spec["method"]].startswith("mergelab.methods.basic:")]
+                    if "basic.py" in {p.name for p in M.source_files(spec["method"])}]
         n = len(cfg["regimes"]) * len(cfg["suites"])
         assert jobs["merge"] == len(affected) * n, jobs
         assert "finetune" not in jobs and "extract_task_vector" not in jobs

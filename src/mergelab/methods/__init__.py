@@ -57,11 +57,26 @@ def build(name: str, **params: Any) -> MergeMethod:
 
 
 def source_files(name: str) -> list[Path]:
-    """Source files whose edits must rerun this method's merges (its module + base)."""
-    module_name = REGISTRY[name].split(":")[0] if name in REGISTRY else None
-    if module_name is None:
+    """Source files whose edits must rerun this method's merges: its module and every
+    module of this package it imports (transitively), e.g. ``base.py``, ``linalg.py``."""
+    import ast
+    if name not in REGISTRY:
         raise UnknownMethodError(f"unknown merge method '{name}'")
-    mod = importlib.util.find_spec(module_name)
     here = Path(__file__).resolve().parent
-    files = [Path(mod.origin).resolve(), here / "base.py"]
-    return sorted(set(files))
+    todo = [REGISTRY[name].split(":")[0].rsplit(".", 1)[-1]]
+    seen: set[str] = set()
+    while todo:
+        mod = todo.pop()
+        if mod in seen or not (here / f"{mod}.py").exists():
+            continue
+        seen.add(mod)
+        tree = ast.parse((here / f"{mod}.py").read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.ImportFrom):
+                if node.level == 1 and node.module:
+                    todo.append(node.module.split(".")[0])
+                elif node.level == 1:
+                    todo.extend(a.name for a in node.names)
+                elif node.module and node.module.startswith("mergelab.methods."):
+                    todo.append(node.module.split(".")[2])
+    return sorted(here / f"{m}.py" for m in seen)
