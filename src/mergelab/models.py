@@ -34,11 +34,22 @@ def register_configs() -> None:
 
 
 def pick_device(name: str = "auto") -> torch.device:
+    """``auto``: CUDA if visible, else CPU. With ``MERGELAB_GPU_SLOTS=N`` set (local
+    multi-GPU runs, mergelab/gpuslots.py), ``auto`` and a bare ``cuda`` take a free one
+    of N slots and return that slot's device, so concurrent jobs use distinct GPUs."""
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise RuntimeError(f"config 'device: {name}' asks for CUDA but no GPU is visible; "
                            "use 'device: auto' or 'cpu'")
+    if name == "cuda":
+        from . import gpuslots
+        if gpuslots.configured_slots():
+            slot = gpuslots.acquire()
+            index = gpuslots.device_index(slot, torch.cuda.device_count())
+            torch.cuda.set_device(index)  # implicit .cuda() calls land there too
+            logging.getLogger(__name__).info("GPU slot %d -> cuda:%d", slot, index)
+            return torch.device(f"cuda:{index}")
     return torch.device(name)
 
 
