@@ -94,8 +94,13 @@ def with_args(argv: list[str], **repl) -> list[str]:
     return argv
 
 
+#: what Snakemake exports to a `threads: 1` job (results depend on the thread count)
+ONE_THREAD = {k: "1" for k in ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS",
+                               "MKL_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}
+
+
 def cli(wd: Path, argv: list[str], env_extra: dict | None = None, **kw) -> subprocess.CompletedProcess:
-    env = tool_env(wd, PYTHONPATH=str(wd / "src"), **(env_extra or {}))
+    env = tool_env(wd, PYTHONPATH=str(wd / "src"), **ONE_THREAD, **(env_extra or {}))
     return subprocess.run(argv, cwd=wd, capture_output=True, text=True, env=env, timeout=600, **kw)
 
 
@@ -252,7 +257,7 @@ def test_sigkill_during_finetune_cli(nano_run, tmp_path):
     marker = tmp_path / "marker"
     proc = subprocess.Popen(argv, cwd=wd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env={**pause_env(wd, "killed/w.safetensors", marker),
-                                            "PYTHONPATH": str(wd / "src")})
+                                            "PYTHONPATH": str(wd / "src"), **ONE_THREAD})
     info = wait_for(marker / "paused", proc)
     assert Path(info["tmp"]).stat().st_size > 0            # it had started writing
     proc.send_signal(signal.SIGKILL)
@@ -267,46 +272,56 @@ def test_sigkill_during_finetune_cli(nano_run, tmp_path):
 
 
 def test_sigkill_during_snakemake_run(nano_run, tmp_path):
-    """Snakemake runs; a fine-tuning job is SIGKILLed mid-write (Snakemake survives), then
-    Snakemake itself and its merge job are SIGKILLed mid-write (a lost node): neither
-    leaves an output Snakemake treats as complete, and the rerun gives identical bytes."""
+    """A run in progress (fine-tuning of one task and everything after it still to do):
+    the fine-tuning job is SIGKILLed mid-write (Snakemake survives), then Snakemake itself
+    and its merge job are SIGKILLed mid-write (a lost node). Neither leaves an output that
+    Snakemake treats as complete, and the rerun gives byte-identical results."""
     wd = copy_run(nano_run, tmp_path / "wf")
-    before = sha_tree(nano_results(wd), "*.safetensors")
-    ev = nano_results(wd) / "eval"
-    before_eval = {p: json.loads((ev / p).read_text())["test"] for p in sha_tree(ev, "*.json")}
-    ft = nano_results(wd) / "finetune/full/digits.safetensors"
-    ft.unlink()                                       # forces finetune(digits) and downstream
-    merged = nano_results(wd) / "merged/full/duo/task_arithmetic.safetensors"
+    res = nano_results(wd)
+    before = sha_tree(res, "*.safetensors")
+    before_eval = {p: json.loads((res / "eval" / p).read_text())["test"]
+                   for p in sha_tree(res / "eval", "*.json")}
+    # back to the state of a run that has not fine-tuned 'digits' yet
+    ft = res / "finetune/full/digits.safetensors"
+    merged = res / "merged/full/duo/task_arithmetic.safetensors"
+    for p in [ft, ft.with_suffix(".json"), res / "taskvectors/full/digits.safetensors",
+              res / "eval/full/individual/digits.json", res / "manifest.json"]:
+        p.unlink()
+    for d in ("merged", "eval/full/duo", "tables", "figures"):
+        shutil.rmtree(res / d)
+    sm = [str(BIN / "snakemake"), "--cores", "2"]
 
     # 1. kill the fine-tuning job only
     marker = tmp_path / "m1"
-    proc = subprocess.Popen([str(BIN / "snakemake"), "--cores", "1"], cwd=wd, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen(sm, cwd=wd, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=pause_env(wd, "finetune/full/digits.safetensors", marker),
                             start_new_session=True)
     info = wait_for(marker / "paused", proc)
+    assert Path(info["tmp"]).stat().st_size > 0
     os.kill(info["pid"], signal.SIGKILL)
-    out, err = proc.communicate(timeout=300)
-    assert proc.returncode != 0
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode != 0, out[-2000:]
+    assert "Error in rule finetune" in out + err
     assert not ft.exists() and not ft.with_suffix(".json").exists()
 
-    # 2. kill Snakemake and its job (whole process group) while the merge writes
+    # 2. kill Snakemake and its job (the whole process group) while the merge writes
     marker = tmp_path / "m2"
-    proc = subprocess.Popen([str(BIN / "snakemake"), "--cores", "1"], cwd=wd, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    proc = subprocess.Popen(sm, cwd=wd, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=pause_env(wd, "merged/full/duo/task_arithmetic.safetensors", marker),
                             start_new_session=True)
     wait_for(marker / "paused", proc)
     os.killpg(proc.pid, signal.SIGKILL)
     proc.communicate(timeout=60)
-    assert not merged.exists()                          # never renamed into place
     assert ft.exists()                                  # finished before the kill
+    assert not merged.exists() and not merged.with_suffix(".json").exists()
+    assert any((wd / ".snakemake" / "incomplete").iterdir())   # Snakemake knows the job died
 
-    # 3. rerun: completes (the profile sets rerun-incomplete) with identical results
+    # 3. rerun: `--unlock` (Snakemake itself was killed, its lock is stale), then a plain
+    # run completes (the profile sets rerun-incomplete) with identical results
+    smk(wd, "--unlock")
     smk(wd)
     assert planned(wd) == {}
     assert not [p for p in wd.rglob(".*.tmp") if ".snakemake" not in p.parts]
-    after = sha_tree(nano_results(wd), "*.safetensors")
-    assert after == before
+    assert sha_tree(res, "*.safetensors") == before
     for p, test_acc in before_eval.items():
-        assert json.loads((ev / p).read_text())["test"] == test_acc, p
+        assert json.loads((res / "eval" / p).read_text())["test"] == test_acc, p

@@ -71,6 +71,26 @@ def save_tensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike,
     clean = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(clean, str(tmp), metadata=dict(metadata) if metadata else None)
+        _canonical_header(tmp)
+
+
+def _canonical_header(path: Path) -> None:
+    """Sort the safetensors ``__metadata__`` keys in place: safetensors writes them in
+    hash-map order, which changes from process to process, so the same tensors and
+    metadata would give different bytes (and sha256) on every run."""
+    import struct
+    with open(path, "rb+") as fh:
+        (n,) = struct.unpack("<Q", fh.read(8))
+        header = json.loads(fh.read(n))
+        meta = header.get("__metadata__")
+        if not meta or len(meta) < 2:
+            return
+        header["__metadata__"] = dict(sorted(meta.items()))
+        out = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(out) > n:  # cannot happen for a re-serialisation of the same header
+            return
+        fh.seek(8)
+        fh.write(out + b" " * (n - len(out)))
 
 
 def load_tensors(path: str | os.PathLike, device: str = "cpu") -> dict[str, torch.Tensor]:
