@@ -26,7 +26,26 @@ D = CFG["data"]["root"]
 LOGS = f"{R}/logs"
 SRC = str(Path(workflow.basedir) / "src")
 # Rules call `python -m mergelab.cli`; the package is importable from the checkout too.
-shell.prefix(f"export PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}}; ")
+# OMP_WAIT_POLICY=PASSIVE: OpenMP threads sleep instead of spinning, which keeps torch
+# fast when jobs share cores (measured 7x faster pretraining on a loaded 2-core box).
+shell.prefix(
+    f"export PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}} "
+    "OMP_WAIT_POLICY=${{OMP_WAIT_POLICY:-PASSIVE}}; "
+)
+
+
+def _gpu_slots():
+    """Local runs with `--resources gpu=N`, N > 1 (profiles/multigpu): jobs take distinct
+    GPUs through mergelab.gpuslots (docs/cluster.md). Off under cluster executors (SLURM
+    pins GPUs itself) and when MERGELAB_GPU_SLOTS is already set (it then wins)."""
+    import os
+    n = workflow.global_resources.get("gpu")
+    n = getattr(n, "value", n)
+    if workflow.local_exec and isinstance(n, int) and n > 1:
+        os.environ.setdefault("MERGELAB_GPU_SLOTS", str(n))
+
+
+_gpu_slots()
 TASKS = sorted({t for members in CFG["suites"].values() for t in members})
 SUITES = list(CFG["suites"])
 REGIMES = list(CFG["regimes"])
@@ -239,3 +258,29 @@ def manifest_spec():
         "corpus": {"seed": CFG["seed"], **{k: CFG["pretrain"][k] for k in
                    ("corpus_size", "caption_noise", "family_weights")}},
     }
+
+
+# ----------------------------------------------------------------- ablations (rules/ablations.smk)
+
+GEN = CFG["generalization"]
+GEN_SUITE = GEN["suite"] or CFG["report"]["main_suite"] or SUITES[0]
+TC = CFG["task_count"]
+
+
+def generalization_methods(regime):
+    return [m for m in (GEN["methods"] or list(CFG["methods"])) if regime in method_regimes(CFG, m)]
+
+
+def task_count_methods(regime):
+    return [m for m in (TC["methods"] or list(CFG["methods"])) if regime in method_regimes(CFG, m)]
+
+
+def ablation_targets():
+    out = []
+    for r in REGIMES:
+        if GEN["heldout"] and generalization_methods(r):
+            out += expand(f"{R}/tables/generalization_{r}.{{ext}}", ext=["md", "csv", "json"])
+            out += expand(f"{R}/figures/generalization_{r}.{{ext}}", ext=["png", "pdf"])
+        if len(TC["suites"]) > 1 and task_count_methods(r):
+            out += expand(f"{R}/figures/task_count_{r}.{{ext}}", ext=["png", "pdf", "json"])
+    return out

@@ -122,6 +122,26 @@ def _semantic_checks(cfg: dict[str, Any]) -> None:
                 cls(**{**cfg["methods"][sw["base"]].get("params", {}), sw["param"]: v})
             except (ValueError, TypeError) as exc:
                 raise ConfigError(f"config key 'analysis.sweeps.{name}.values': {exc}") from None
+    gen = cfg.get("generalization") or {}
+    if gen.get("heldout"):
+        gsuite = gen.get("suite") or cfg.get("report", {}).get("main_suite") or next(iter(cfg["suites"]))
+        if gsuite not in cfg["suites"]:
+            raise ConfigError(f"config key 'generalization.suite': unknown suite '{gsuite}'")
+        for t in gen["heldout"]:
+            if t not in tasks:
+                raise ConfigError(f"config key 'generalization.heldout': unknown task '{t}' "
+                                  "(not under data.tasks)")
+            if t in cfg["suites"][gsuite]:
+                raise ConfigError(f"config key 'generalization.heldout': task '{t}' is merged "
+                                  f"in suite '{gsuite}'")
+    tc = cfg.get("task_count") or {}
+    for key, block in (("generalization", gen), ("task_count", tc)):
+        for m in block.get("methods") or []:
+            if m not in cfg["methods"]:
+                raise ConfigError(f"config key '{key}.methods': unknown method instance '{m}'")
+    for s in tc.get("suites") or []:
+        if s not in cfg["suites"]:
+            raise ConfigError(f"config key 'task_count.suites': unknown suite '{s}'")
     rs = cfg.get("report", {}).get("main_suite")
     if rs is not None and rs not in cfg["suites"]:
         raise ConfigError(f"config key 'report.main_suite': unknown suite '{rs}'")
