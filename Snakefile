@@ -30,6 +30,23 @@ include: "rules/ablations.smk"
 include: "rules/provenance.smk"
 
 
+# Light rules: under a cluster executor (profiles/slurm, docs/cluster.md) they run on the
+# submitting host instead of being submitted. The GPU rules are those with
+# `resources: gpu=1`; extract_task_vector is submitted as a CPU-only job.
+localrules:
+    all,
+    prepare_task,
+    build_corpus,
+    report,
+    analysis_spectrum,
+    analysis_similarity,
+    analysis_etf,
+    analysis_sensitivity,
+    generalization_report,
+    task_count_figure,
+    manifest,
+
+
 rule all:
     input:
         all_targets(),

@@ -168,3 +168,25 @@ def test_pick_device_without_slots_is_unchanged(monkeypatch):
     assert models.pick_device("cpu") == torch.device("cpu")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert models.pick_device("auto") == torch.device("cuda")
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("args, expected", [
+    (["--profile", "profiles/multigpu"], "2"),      # the profile's resources: gpu=2
+    (["--resources", "gpu=3"], "3"),
+    (["--resources", "gpu=1"], "unset"),            # one GPU: nothing to choose
+    ([], "unset"),
+])
+def test_workflow_exports_slots_for_local_multi_gpu_runs(tmp_path, args, expected):
+    """rules/common.smk sets MERGELAB_GPU_SLOTS for local runs with --resources gpu=N>1."""
+    from test_pipeline import SNAKEMAKE, copy_workflow
+    wd = copy_workflow(tmp_path)
+    with open(wd / "Snakefile", "a") as f:
+        f.write('\n\nrule gpu_env_probe:\n    output: "gpu_env.txt"\n    resources: gpu=1\n'
+                '    shell: "echo ${{MERGELAB_GPU_SLOTS:-unset}} > {output}"\n')
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(wd)}
+    proc = subprocess.run([SNAKEMAKE, "gpu_env.txt", "--cores", "1", "--configfile",
+                           "config/micro.yaml", *args], cwd=wd, env=env, capture_output=True,
+                          text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    assert (wd / "gpu_env.txt").read_text().strip() == expected
