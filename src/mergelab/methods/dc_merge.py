@@ -34,9 +34,9 @@ from typing import Sequence
 import torch
 
 from .base import KeyInfo, MergeMethod, MethodConfigError
-from .linalg import (F64, GramPolar, assemble, block_diag_mask, keep_top_count,
+from .linalg import (F32, F64, FastPolar, GramPolar, assemble, block_diag_mask, keep_top_count,
                      sign_consensus_mean, smooth_energy)
-from .tsv import per_task_rank, task_triplets, vector_mean
+from .tsv import cat_tasks, per_task_rank, task_triplets, task_triplets_fast, use_fast, vector_mean
 
 SMOOTHINGS = ("auto", "none", "avg", "linear")
 
@@ -74,11 +74,17 @@ class DCMerge(MergeMethod):
         k = per_task_rank(info, r, T)
         if k == 0:
             return torch.zeros(m, n)
-        Us, Ss, Vs = task_triplets(taus, k, self.params["exact"])
         mode = self.smoothing_for(info.regime)
-        Ss = [smooth_energy(s, mode, float(self.params["rho"])) for s in Ss]
-        pu = GramPolar(torch.cat(Us, dim=1))
-        pv = GramPolar(torch.cat(Vs, dim=1))
+        fast = use_fast((m, n), self.params["exact"])
+        if fast:
+            U, S, V = task_triplets_fast(taus, k)
+            Ss = [smooth_energy(s, mode, float(self.params["rho"])) for s in S]
+            pu, pv = FastPolar(cat_tasks(U)), FastPolar(cat_tasks(V))
+        else:
+            Us, Ss, Vs = task_triplets(taus, k, self.params["exact"])
+            Ss = [smooth_energy(s, mode, float(self.params["rho"])) for s in Ss]
+            pu = GramPolar(torch.cat(Us, dim=1))
+            pv = GramPolar(torch.cat(Vs, dim=1))
         c = T * k
         n_ref = r if info.regime != "lora" else c
         count = max(1, int(float(self.params["sparsity"]) * n_ref * n_ref))
@@ -90,4 +96,6 @@ class DCMerge(MergeMethod):
         A = sign_consensus_mean(torch.stack(Ms))
         block = min(c, max(1, int(round(k * float(self.params["mask_scale"])))))
         A = A * block_diag_mask(c, block, dtype=F64, device=A.device)
+        if fast:
+            return (pu.P @ A.to(F32)) @ pv.P.T
         return assemble(pu, A, pv)

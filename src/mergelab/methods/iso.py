@@ -22,8 +22,8 @@ from typing import Sequence
 import torch
 
 from .base import KeyInfo, MergeMethod, MethodConfigError
-from .linalg import F64, GramPolar, assemble, top_svd
-from .tsv import vector_mean
+from .linalg import F32, F64, FastPolar, GramPolar, assemble, top_svd, top_svd_batched
+from .tsv import cat_tasks, use_fast, vector_mean
 
 
 def effective_rank(info: KeyInfo, r: int, T: int) -> int:
@@ -84,6 +84,8 @@ class IsoCTS(MergeMethod):
         m, n = Ssum.shape
         r = effective_rank(info, min(m, n), T)
         c, nt = iso_split(r, T, float(self.params["common_fraction"]))
+        if use_fast((m, n), False) and r == min(m, n):
+            return self._merge_fast(taus, c, nt)
         Us, Ss, Vs = [], [], []
         if m <= n:
             # left Gram gives U_c and its exact complement U_perp (I − U_cU_cᵀ = U_perp U_perpᵀ)
@@ -125,3 +127,46 @@ class IsoCTS(MergeMethod):
         pv = GramPolar(torch.cat(Vs, dim=1))
         core = S_all.mean() * torch.eye(S_all.numel(), dtype=F64)
         return assemble(pu, core, pv)
+
+    @staticmethod
+    def _merge_fast(taus: Sequence[torch.Tensor], c: int, nt: int) -> torch.Tensor:
+        """Large keys: one float32 SVD of Σ τt (tall orientation), the task-specific
+        triplets from the exact complement (d_out <= d_in) or by the batched block
+        power method on the explicit residuals (d_out > d_in), float32 polar factors.
+        The task-specific U's are orthogonal to U_c, so polar([U_tasks, U_c]) =
+        [polar(U_tasks), U_c]."""
+        A = torch.stack([t.float() for t in taus])
+        T, m, n = A.shape
+        Ssum = A.sum(dim=0)
+        if m >= n:
+            U, s, Vh = torch.linalg.svd(Ssum, full_matrices=False)
+            V = Vh.T
+        else:
+            V, s, Uh = torch.linalg.svd(Ssum.T, full_matrices=False)
+            U = Uh.T
+        Uc, sc, Vc = U[:, :c], s[:c].to(F64), V[:, :c]
+        s_all = [sc]
+        if nt > 0:
+            if m <= n:  # U is a basis of R^m: U[:, c:] spans exactly the complement of U_c
+                Up = U[:, c:]
+                Ub, Sb, Vb = top_svd_batched(Up.T @ A, nt)
+                Ut = Up @ Ub
+            else:
+                # explicit residuals; their top nt (≈ r/(5T)) come from a float32
+                # eigh of the n×n Gram: the residual spectra are flat (the block
+                # power method converges slowly there), and over the top nt the
+                # squared condition number of the Gram stays small
+                R = A - Uc @ (Uc.T @ A)
+                w, Q = torch.linalg.eigh(R.mT @ R)
+                Vb = Q[:, :, -nt:].flip(2)
+                Sb = w[:, -nt:].flip(1).clamp_min(0).sqrt().to(F64)
+                Ut = (R @ Vb) / Sb[:, None, :].to(F32)
+                del R
+            s_all.insert(0, Sb.reshape(-1))
+            Pt = FastPolar(cat_tasks(Ut)).P
+            PU = torch.cat([Pt, Uc], dim=1)
+            PV = FastPolar(torch.cat([cat_tasks(Vb), Vc], dim=1)).P
+        else:
+            PU, PV = Uc, Vc
+        s_bar = float(torch.cat(s_all).mean())
+        return (s_bar * PU) @ PV.T

@@ -93,6 +93,99 @@ def top_svd(A: torch.Tensor, k: int, *, exact: bool = False,
     return (A64 @ V) / S, S, V
 
 
+# -- fast path for large matrices (float32 work, float64 only for small problems) ------------
+#
+# Used by TSV-M, Iso-CTS and DC-Merge when min(shape) >= FAST_MIN_R (the ViT
+# matrices); smaller keys keep the exact float64 routes above and below.
+#
+# Top-k of every task at once (A: [T, m, n], tall orientation n <= m), with a
+# block of b = 2k columns:
+#   1. `g_iters` block power steps on the float32 Gram G = AᵀA (n×n, cheap:
+#      n²b per step, QR of n×b): each step divides the error of direction i≤k
+#      by (σ_i/σ_{b+1})²; float32 limits the result to ~eps·σ1²/σ_i²;
+#   2. `a_iters` two-sided steps with A itself (Z ← orth(Aᵀ orth(A Z))), which
+#      remove that floor (the float32 rounding is now ~eps·σ1/σ_i);
+#   3. Rayleigh–Ritz: Q = orth(A Z), B = QᵀA (b×n), float64 eigh of B Bᵀ (b×b).
+# The benchmark's spectra decay like i⁻¹ (1 % gap at the cut); p = k, 8 + 1
+# steps give ~1e-5 relative error of τm against the float32 full-SVD code
+# (docs/benchmarks.md). A task of numerical rank < k, or a block too large to
+# pay off, falls back to the exact route.
+
+FAST_MIN_R = 384
+G_ITERS = 8
+A_ITERS = 1
+
+
+def _orth(Y: torch.Tensor) -> torch.Tensor:
+    return torch.linalg.qr(Y).Q
+
+
+def top_svd_batched(A: torch.Tensor, k: int, *, exact: bool = False, block: int | None = None,
+                    g_iters: int = G_ITERS, a_iters: int = A_ITERS, seed: int = 0):
+    """Top-k triplets of every A[t] (A: [T, m, n] float32).
+
+    Returns U [T, m, k] (float32), S [T, k] (float64, descending), V [T, n, k] (float32).
+    """
+    T, m, n = A.shape
+    if m < n:
+        V, S, U = top_svd_batched(A.mT, k, exact=exact, block=block, g_iters=g_iters,
+                                  a_iters=a_iters, seed=seed)
+        return U, S, V
+    A = A.to(F32)
+    b = min(n, block if block is not None else 2 * k)
+    if exact or n < FAST_MIN_R or b > 0.6 * n or k == 0:
+        return _exact_batched(A, k)
+    g = torch.Generator(device=A.device).manual_seed(seed)
+    Z = torch.randn((T, n, b), generator=g, device=A.device, dtype=F32)
+    if g_iters:
+        G = A.mT @ A
+        for _ in range(g_iters):
+            Z = _orth(G @ Z)
+        del G
+    for _ in range(a_iters):
+        Z = _orth(A.mT @ _orth(A @ Z))
+    Q = _orth(A @ Z)
+    B = (A.mT @ Q).mT.to(F64)                       # [T, b, n] = QᵀA
+    w, W = torch.linalg.eigh(B @ B.mT)
+    w, W = w[:, -k:].flip(1), W[:, :, -k:].flip(2)
+    S = w.clamp_min(0).sqrt()
+    if bool((S[:, -1] <= 1e-6 * S[:, 0]).any()):   # numerically rank-deficient task
+        return _exact_batched(A, k)
+    U = Q @ W.to(F32)
+    V = ((B.mT @ W) / S[:, None, :]).to(F32)
+    return U, S, V
+
+
+def _exact_batched(A: torch.Tensor, k: int):
+    Us, Ss, Vs = zip(*(top_svd(a, k, exact=True) for a in A))
+    return (torch.stack(Us).to(F32), torch.stack(Ss), torch.stack(Vs).to(F32))
+
+
+class FastPolar:
+    """Explicit polar factor ``P`` (p×c, float32) of X (p×c) and ``half = PᵀX = (XᵀX)^{1/2}``
+    (c×c, float64).
+
+    A tall, well-conditioned X (p ≥ 2c: the long side of an MLP matrix) goes
+    through a float32 ``eigh`` of its c×c Gram; a nearly square X (c close to
+    p: the 768 side, where Tk = r) is ill-conditioned (κ up to ~1e4 here), and
+    there a float32 SVD of X — what the public code does for every polar — is
+    both cheaper than a float64 ``eigh`` and accurate enough.
+    """
+
+    def __init__(self, X: torch.Tensor, *, min_ratio: float = 1e-3):
+        X = X.to(F32)
+        p, c = X.shape
+        if p >= 2 * c:
+            w, Q = torch.linalg.eigh(X.T @ X)
+            if float(w[0]) > min_ratio * float(w[-1]):
+                self.P = X @ ((Q * w.rsqrt()) @ Q.T)
+                self.half = ((Q * w.sqrt()) @ Q.T).to(F64)
+                return
+        Px, s, Hh = torch.linalg.svd(X, full_matrices=False)
+        self.P = Px @ Hh
+        self.half = (Hh.T.to(F64) * s.to(F64)) @ Hh.to(F64)
+
+
 class GramPolar:
     """``polar(X)`` of a tall X (m×c) represented as ``base @ W``.
 

@@ -7,8 +7,10 @@ Regime "lora": the dense ΔW = B·A has rank ≤ lora_rank, so triplets beyond i
 are numerical noise whose directions are arbitrary; we use
 k = min(lora_rank, r // T) per task (the DC-Merge LoRA code uses k = 16 = rank).
 
-Speed: see ``linalg`` (top-k from an f32 Gram eigh + float64 Rayleigh–Ritz;
-polar factors from the c×c Gram, never formed explicitly).
+Speed: see ``linalg``. Large keys (min(shape) >= FAST_MIN_R): top-k of all
+tasks at once by block power steps in float32 + a float64 Rayleigh–Ritz step,
+polar factors from a float32 Gram ``eigh`` (tall side) or float32 SVD (square
+side). Small keys: exact float64 routes.
 """
 from __future__ import annotations
 
@@ -17,7 +19,7 @@ from typing import Sequence
 import torch
 
 from .base import KeyInfo, MergeMethod, MethodConfigError
-from .linalg import GramPolar, assemble, top_svd
+from .linalg import FAST_MIN_R, FastPolar, GramPolar, assemble, top_svd, top_svd_batched
 
 
 def vector_mean(taus: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -29,6 +31,21 @@ def per_task_rank(info: KeyInfo, r: int, T: int) -> int:
     if info.regime == "lora" and info.lora_rank:
         k = min(k, int(info.lora_rank))
     return k
+
+
+def use_fast(shape, exact: bool) -> bool:
+    return not exact and min(shape) >= FAST_MIN_R
+
+
+def task_triplets_fast(taus: Sequence[torch.Tensor], k: int):
+    """Top-k triplets of every task (batched): U [T, m, k], S [T, k] (float64), V [T, n, k]."""
+    return top_svd_batched(torch.stack([t.float() for t in taus]), k)
+
+
+def cat_tasks(X: torch.Tensor) -> torch.Tensor:
+    """[T, p, k] -> p × (T·k), task blocks side by side."""
+    T, p, k = X.shape
+    return X.permute(1, 0, 2).reshape(p, T * k)
 
 
 def task_triplets(taus: Sequence[torch.Tensor], k: int, exact: bool = False):
@@ -57,6 +74,10 @@ class TSVMerge(MergeMethod):
         k = per_task_rank(info, min(m, n), T)
         if k == 0:
             return torch.zeros(m, n)
+        if use_fast((m, n), self.params["exact"]):
+            U, S, V = task_triplets_fast(taus, k)
+            pu, pv = FastPolar(cat_tasks(U)), FastPolar(cat_tasks(V))
+            return (pu.P * S.reshape(-1).to(torch.float32)) @ pv.P.T
         Us, Ss, Vs = task_triplets(taus, k, self.params["exact"])
         pu = GramPolar(torch.cat(Us, dim=1))
         pv = GramPolar(torch.cat(Vs, dim=1))
