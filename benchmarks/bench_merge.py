@@ -5,14 +5,21 @@ few vector keys), synthetic task vectors with a decaying spectrum
 (σ_i ∝ i^-1, random orthogonal factors, seeded), writes them as safetensors and
 merges through ``SafetensorsSource`` + ``method.merge``. The reference is the
 public-code way: a full ``torch.linalg.svd`` per task per matrix (float32) and
-SVD-based polar factors, timed in the same run. Errors are measured against the
-same reference algorithm computed in float64 ("exact"), and against the
-float32 reference for information.
+SVD-based polar factors, timed in the same run. The error column is the
+relative Frobenius error of our τm (all keys) against that float32 plain
+implementation; ``--f64`` adds the same plain algorithm in float64 ("exact")
+and both implementations' distance to it.
+
+Both implementations run in fresh subprocesses with the same torch thread count
+(``--threads``, default: all) and ``OMP_WAIT_POLICY=PASSIVE`` (``--omp-wait-policy``):
+on a CPU shared with other jobs, OpenMP threads that spin at barriers make
+LAPACK calls (SVD, eigh, QR) 10-100x slower and the timings meaningless.
 
 Peak memory: each timed merge runs in a fresh subprocess and reports
 ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (peak RSS, includes the Python +
 torch baseline, printed separately).
 
+    python benchmarks/bench_merge.py                   # 12 blocks, T = 8 14 20
     python benchmarks/bench_merge.py --tasks 8 --methods tsv_m iso_cts dc_merge
     python benchmarks/bench_merge.py --quick           # 2 layers, smoke test
 """
@@ -169,7 +176,10 @@ def run_child(kind, method, paths, out, ns) -> dict:
         return json.loads(buf.getvalue().strip().splitlines()[-1])
     cmd = [sys.executable, __file__, "--child", kind, "--method", method, "--paths", json.dumps([str(p) for p in paths]),
            "--out", str(out), "--device", ns.device, "--threads", str(ns.threads)]
-    res = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    env = dict(os.environ)
+    if ns.omp_wait_policy:
+        env["OMP_WAIT_POLICY"] = ns.omp_wait_policy
+    res = subprocess.run(cmd, capture_output=True, text=True, check=False, env=env)
     if res.returncode != 0:
         raise RuntimeError(f"{kind} {method} failed:\n{res.stderr[-3000:]}")
     return json.loads(res.stdout.strip().splitlines()[-1])
@@ -193,7 +203,10 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, default=torch.get_num_threads())
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--inprocess", action="store_true", help="run the merges in this process (smoke test)")
-    ap.add_argument("--no-f64", action="store_true", help="skip the float64 exact reference")
+    ap.add_argument("--f64", action="store_true", help="also run the plain algorithm in float64 (slow)")
+    ap.add_argument("--no-f64", action="store_true", help="(default) skip the float64 exact reference")
+    ap.add_argument("--omp-wait-policy", default="PASSIVE",
+                    help="OMP_WAIT_POLICY of the measured subprocesses ('' = inherit)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--method", default=None, help=argparse.SUPPRESS)
     ap.add_argument("--paths", default=None, help=argparse.SUPPRESS)
@@ -204,12 +217,17 @@ def main(argv=None) -> int:
         child(ns)
         return 0
     layers = ns.layers if ns.layers is not None else (2 if ns.quick else None)
+    use_f64 = ns.f64 and not ns.no_f64
     shapes = vit_shapes(layers)
     n_mat = sum(len(s) == 2 for s in shapes.values())
     tv_mb = sum(torch.Size(s).numel() for s in shapes.values()) * 4 / 2**20
     print(f"# ViT-B-32 visual: {len(shapes)} keys ({n_mat} matrices), one task vector = {tv_mb:.1f} MiB; "
-          f"device={ns.device}, threads={ns.threads}")
-    rows = []
+          f"device={ns.device}, threads={ns.threads}, OMP_WAIT_POLICY={ns.omp_wait_policy or 'inherited'}; "
+          f"load average at start {os.getloadavg()}")
+    print()
+    print("| method | T | ours (s) | plain f32 (s) | speed-up | peak RSS ours (MiB) | peak RSS plain (MiB) "
+          "| RSS before merge (MiB) | load avg (1 min) | ours vs exact f64 | plain f32 vs exact f64 | rel. err ours vs plain f32 |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for T in ns.tasks:
@@ -219,23 +237,23 @@ def main(argv=None) -> int:
             for m in ns.methods:
                 ours = run_child("ours", m, paths, d / f"{m}_ours.st", ns)
                 ref = run_child("ref32", m, paths, d / f"{m}_ref32.st", ns)
+                load = os.getloadavg()[0]
                 err32 = rel_err(d / f"{m}_ours.st", d / f"{m}_ref32.st")
                 err64 = ref32_vs64 = float("nan")
-                if not ns.no_f64:
+                if use_f64:
                     run_child("ref64", m, paths, d / f"{m}_ref64.st", ns)
                     err64 = rel_err(d / f"{m}_ours.st", d / f"{m}_ref64.st")
                     ref32_vs64 = rel_err(d / f"{m}_ref32.st", d / f"{m}_ref64.st")
-                rows.append((m, T, ours["seconds"], ref["seconds"], ref["seconds"] / ours["seconds"],
-                             ours["peak_kb"] / 1024, ref["peak_kb"] / 1024, ours["base_kb"] / 1024,
-                             err64, ref32_vs64, err32))
-                print(f"  done {m} T={T}: ours {ours['seconds']:.2f}s ref {ref['seconds']:.2f}s", file=sys.stderr)
-    print()
-    print("| method | T | ours (s) | plain exact (s) | speed-up | peak RSS ours (MiB) | peak RSS plain (MiB) "
-          "| RSS before merge (MiB) | rel. err ours vs exact f64 | rel. err plain f32 vs exact f64 | ours vs plain f32 |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        print(f"| {r[0]} | {r[1]} | {r[2]:.2f} | {r[3]:.2f} | {r[4]:.2f}× | {r[5]:.0f} | {r[6]:.0f} | {r[7]:.0f} "
-              f"| {r[8]:.1e} | {r[9]:.1e} | {r[10]:.1e} |")
+                f = (lambda x: "–" if x != x else f"{x:.1e}")
+                print(f"| {m} | {T} | {ours['seconds']:.2f} | {ref['seconds']:.2f} "
+                      f"| {ref['seconds'] / ours['seconds']:.2f}× | {ours['peak_kb'] / 1024:.0f} "
+                      f"| {ref['peak_kb'] / 1024:.0f} | {ours['base_kb'] / 1024:.0f} | {load:.1f} "
+                      f"| {f(err64)} | {f(ref32_vs64)} | {err32:.1e} |", flush=True)
+                for p in d.glob(f"{m}_*.st"):
+                    p.unlink()
+            for p in paths:
+                p.unlink()
+    print(f"# load average at end {os.getloadavg()}")
     return 0
 
 
