@@ -31,10 +31,17 @@ def pretrain(corpus_dir: str | Path, model_cfg: Mapping[str, Any], cfg: Mapping[
     model = create_open_clip(model_cfg["name"]).to(dev)
     model.train()
     loss_fn = open_clip.ClipLoss()
-    decay = [p for n, p in model.named_parameters() if p.ndim >= 2 and "embedding" not in n]
-    no_decay = [p for n, p in model.named_parameters() if not (p.ndim >= 2 and "embedding" not in n)]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg["weight_decay"]},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=cfg["lr"])
+    named = [(n, p) for n, p in model.named_parameters() if n != "logit_scale"]
+    decay = [p for n, p in named if p.ndim >= 2 and "embedding" not in n]
+    no_decay = [p for n, p in named if not (p.ndim >= 2 and "embedding" not in n)]
+    # the temperature gets its own learning rate: with a short schedule it otherwise stays
+    # near its 1/0.07 initialisation and the text embeddings of a task's classes stay
+    # nearly collinear (a poor frozen head)
+    scale_lr = cfg.get("logit_scale_lr") or cfg["lr"]
+    opt = torch.optim.AdamW([{"params": decay, "weight_decay": cfg["weight_decay"], "base_lr": cfg["lr"]},
+                             {"params": no_decay, "weight_decay": 0.0, "base_lr": cfg["lr"]},
+                             {"params": [model.logit_scale], "weight_decay": 0.0, "base_lr": scale_lr}],
+                            lr=cfg["lr"])
     bs = cfg["batch_size"]
     steps_per_epoch = max(1, len(images) // bs)
     total = max(1, int(round(cfg["epochs"] * steps_per_epoch)))
@@ -46,7 +53,7 @@ def pretrain(corpus_dir: str | Path, model_cfg: Mapping[str, Any], cfg: Mapping[
             if step >= total:
                 break
             for g in opt.param_groups:
-                g["lr"] = cosine_lr(step, total, cfg["lr"], cfg["warmup_steps"])
+                g["lr"] = cosine_lr(step, total, g["base_lr"], cfg["warmup_steps"])
             img_f, txt_f, scale = model(normalize_images(images[idx], dev), texts[idx].to(dev))[:3]
             loss = loss_fn(img_f, txt_f, scale)
             opt.zero_grad(set_to_none=True)
