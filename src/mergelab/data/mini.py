@@ -3,10 +3,10 @@
 Sixteen 32x32 RGB image-classification tasks, each a different visual domain,
 generated deterministically from a seed with numpy (vectorised), PIL drawing,
 the DejaVu/STIX fonts that matplotlib ships and scikit-learn's bundled
-handwritten digits. Nothing is downloaded. The first eight (``DEFAULT_TASKS``)
-imitate the paper's 8-task suite (Cars, DTD, EuroSAT, GTSRB, MNIST, RESISC45,
-SUN397, SVHN); the other eight imitate further tasks of the 14/16/20-task
-suites (see docs/mini_suite.md).
+handwritten digits. Nothing is downloaded. ``DEFAULT_TASKS`` are the eight of the
+embedded default config (stand-ins for EuroSAT, GTSRB, MNIST, RESISC45, SUN397,
+Flowers102, EMNIST and PCAM); the other eight are used by the ablations (14/16-task
+style suites; see docs/mini_suite.md).
 
 Seed streams: a task's generated training set uses the stream
 ``[seed, tag(task), 0]`` and its test set ``[seed, tag(task), 1]``; the corpus
@@ -1365,9 +1365,13 @@ MINI_TASKS: dict[str, MiniTask] = {
                    _r_cells, "PCAM"),
 }
 
-DEFAULT_TASKS: list[str] = ["vehicles", "textures", "landuse", "signs", "digits", "aerial", "scenes",
-                            "house_numbers"]
-EXTRA_TASKS: list[str] = ["shapes", "flowers", "letters", "faces", "greek", "counting", "arrows", "cells"]
+# The default suite of config/config.yaml: eight domains a 4-layer ViT on 32x32 images
+# fine-tunes to ~85-97 % in 8 epochs (vehicles, textures, house_numbers, letters,
+# shapes, counting and arrows stay well below 90 % at that budget; see docs/mini_suite.md).
+DEFAULT_TASKS: list[str] = ["landuse", "signs", "digits", "aerial", "scenes", "flowers", "greek",
+                            "cells"]
+EXTRA_TASKS: list[str] = ["textures", "vehicles", "letters", "faces", "shapes", "counting", "arrows",
+                          "house_numbers"]
 ALL_TASKS: list[str] = DEFAULT_TASKS + EXTRA_TASKS
 
 
