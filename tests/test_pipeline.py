@@ -44,7 +44,7 @@ def planned_jobs(workdir: Path) -> dict[str, int]:
 
 
 def copy_workflow(dst: Path) -> Path:
-    for name in ("Snakefile", "rules", "profiles", "src", "config", "envs"):
+    for name in ("Snakefile", "rules", "profiles", "src", "config", "envs", "report"):
         src = ROOT / name
         if src.is_dir():
             shutil.copytree(src, dst / name, symlinks=True,
