@@ -101,8 +101,9 @@ def test_hyperparameter_change_reruns_only_that_method(run_dir):
     finally:
         cfg_path.write_text(original)
     n_reg, n_suites = len(cfg["regimes"]), len(cfg["suites"])
+    # the method's merges, their evaluations, the tables, the run manifest; nothing else
     assert jobs == {"merge": n_reg * n_suites, "eval_merged": n_reg * n_suites,
-                    "report": n_reg * n_suites, "all": 1}, jobs
+                    "report": n_reg * n_suites, "manifest": 1, "all": 1}, jobs
 
 
 def test_method_code_change_reruns_its_merges(run_dir):
