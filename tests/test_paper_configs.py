@@ -82,7 +82,7 @@ def _expected_jobs(cfg) -> Counter:
         "finetune": len(tasks) * len(regimes), "extract_task_vector": len(tasks) * len(regimes),
         "eval_zeroshot": len(tasks) * len(regimes), "eval_individual": len(tasks) * len(regimes),
         "merge": n_merges, "eval_merged": n_merges,
-        "report": len(regimes) * len(suites), "all": 1})
+        "report": len(regimes) * len(suites), "manifest": 1, "all": 1})
     an = cfg.get("analysis")
     if an and an.get("enabled"):
         exp["analysis_spectrum"] = exp["analysis_etf"] = len(regimes)
