@@ -44,6 +44,7 @@ def planned_jobs(workdir: Path) -> dict[str, int]:
 
 
 def copy_workflow(dst: Path) -> Path:
+    dst.mkdir(parents=True, exist_ok=True)
     for name in ("Snakefile", "rules", "profiles", "src", "config", "envs", "report"):
         src = ROOT / name
         if src.is_dir():
