@@ -76,7 +76,7 @@ def _fmt(df: pd.DataFrame, tasks: Sequence[str]) -> pd.DataFrame:
     out["Avg."] = df["avg"].map(lambda v: f"{v:.1f}")
     out["Norm."] = df["normalized"].map(lambda v: f"{v:.1f}")
     out["NAI"] = df["nai"].map(lambda v: "–" if pd.isna(v) else f"{v:.1f}")
-    out["α"] = df["alpha"].map(lambda v: "–" if v is None or pd.isna(v) else f"{v:g}")
+    out["α"] = df["alpha"].map(lambda v: "–" if v is None or pd.isna(v) else f"{v:.3g}")
     return out
 
 
