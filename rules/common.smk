@@ -112,6 +112,9 @@ def method_spec(method, regime, suite):
 def merged_eval_spec(method):
     s = eval_spec()
     s["alpha_grid"] = alpha_grid(CFG, method)
+    if CFG["evaluation"]["alpha_search"] != "grid":  # absent = grid: old runs keep their params
+        s["alpha_search"] = CFG["evaluation"]["alpha_search"]
+        s["alpha_stride"] = CFG["evaluation"]["alpha_stride"]
     return s
 
 

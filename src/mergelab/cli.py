@@ -107,7 +107,8 @@ def cmd_eval_merged(a):
     spec = _spec(a.spec)
     from .evaluate import eval_merged
     eval_merged(a.method, a.regime, a.suite, a.tasks, _evaluator_args(spec, a), a.merged,
-                a.individual, spec["alpha_grid"], a.out, spec, spec["seed"], a.merge_info)
+                a.individual, spec["alpha_grid"], a.out, spec, spec["seed"], a.merge_info,
+                alpha_search=spec.get("alpha_search", "grid"), alpha_stride=spec.get("alpha_stride", 3))
 
 
 def cmd_eval_generalization(a):
