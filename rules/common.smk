@@ -2,6 +2,7 @@
 # become `params` (so a changed value reruns exactly the jobs that use it).
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -54,12 +55,35 @@ AN = CFG["analysis"]
 AN_SUITE = AN["suite"] or CFG["report"]["main_suite"] or SUITES[0]
 
 
+def imported_pairs():
+    """'<regime>/<task>' of every task vector imported from a published checkpoint
+    (data.tasks.<task>.checkpoint) instead of being fine-tuned and extracted."""
+    from mergelab.checkpoints import KIND_ALIASES, KIND_REGIME
+    out = []
+    for t in TASKS:
+        ck = CFG["data"]["tasks"][t].get("checkpoint")
+        if ck:
+            r = KIND_REGIME[KIND_ALIASES[ck["kind"]]]
+            if r in REGIMES:
+                out.append(f"{r}/{t}")
+    return out
+
+
+IMPORTED = imported_pairs()
+
+
+def pair_parts(pair):
+    """'<regime>/<task>' -> (regime, task)."""
+    return Path(pair).parts
+
+
 wildcard_constraints:
     task="|".join(TASKS + [t for t in CFG["generalization"]["heldout"] if t not in TASKS]),
     sweep="|".join(AN["sweeps"]) or "__none__",
     regime="full|lora",
     suite="|".join(SUITES),
     method="|".join(METHODS),
+    imported="|".join(re.escape(p) for p in IMPORTED) or "__none__",
 
 
 def jq(obj):
@@ -176,8 +200,53 @@ def analysis_targets():
 # ----------------------------------------------------------------- input functions
 
 
+def pretrains_on_corpus():
+    """θ0 is pretrained by the pipeline (mini suite), not published weights nor a random init."""
+    return not CFG["model"]["pretrained"] and not CFG["model"]["random_init"]
+
+
 def pretrain_inputs(wildcards):
-    return {"corpus": f"{D}/_corpus"} if not CFG["model"]["pretrained"] else {}
+    return {"corpus": f"{D}/_corpus"} if pretrains_on_corpus() else {}
+
+
+def pretrain_command():
+    if CFG["model"]["random_init"] and not CFG["model"]["pretrained"]:
+        return "random-init"
+    return "pretrain"
+
+
+def import_pretrained(pair):
+    """θ0 of an imported checkpoint: the config's checkpoint.pretrained, else (lora)
+    model.hf_name, else the pipeline's θ0 file. Returns (path or hub id, is the pipeline file)."""
+    regime, task = pair_parts(pair)
+    ck = CFG["data"]["tasks"][task]["checkpoint"]
+    if ck.get("pretrained"):
+        return ck["pretrained"], False
+    if regime == "lora" and CFG["model"].get("hf_name"):
+        return CFG["model"]["hf_name"], False
+    return rules.pretrain.output.weights, True
+
+
+def import_spec(pair):
+    regime, task = pair_parts(pair)
+    ck = CFG["data"]["tasks"][task]["checkpoint"]
+    s = {"kind": ck["kind"], "source": ck["source"], "regime": regime, "task": task,
+         "pretrained": import_pretrained(pair)[0], "cache_dir": CFG["model"].get("cache_dir")}
+    if regime == "lora":
+        s["expected_rank"] = CFG["finetune"]["lora"]["rank"]
+    return s
+
+
+def import_inputs(w):
+    """The pipeline's θ0 when it is the checkpoint's θ0; the checkpoint itself when local."""
+    inp = {}
+    pre, own = import_pretrained(w.imported)
+    if own:
+        inp["pretrained"] = pre
+    src = CFG["data"]["tasks"][pair_parts(w.imported)[1]]["checkpoint"]["source"]
+    if Path(src).exists():
+        inp["checkpoint"] = src
+    return inp
 
 
 def merge_inputs(w):
@@ -225,14 +294,15 @@ def similarity_methods(regime):
 def manifest_files():
     """Every artifact of the run, as the rules name them (the manifest rule's inputs)."""
     out = [f"{D}/{t}" for t in TASKS]
-    if not CFG["model"]["pretrained"]:
+    if pretrains_on_corpus():
         out.append(f"{D}/_corpus")
     out += [rules.pretrain.output.weights, rules.pretrain.output.metrics]
     out += [f"{R}/heads/{t}.safetensors" for t in TASKS]
     for r in REGIMES:
         for t in TASKS:
-            out += [f"{R}/finetune/{r}/{t}.safetensors", f"{R}/finetune/{r}/{t}.json",
-                    f"{R}/taskvectors/{r}/{t}.safetensors",
+            if f"{r}/{t}" not in IMPORTED:
+                out += [f"{R}/finetune/{r}/{t}.safetensors", f"{R}/finetune/{r}/{t}.json"]
+            out += [f"{R}/taskvectors/{r}/{t}.safetensors",
                     f"{R}/eval/{r}/zeroshot/{t}.json", f"{R}/eval/{r}/individual/{t}.json"]
     for r, s, m in merges():
         out += [f"{R}/merged/{r}/{s}/{m}.safetensors", f"{R}/merged/{r}/{s}/{m}.json",
@@ -258,6 +328,9 @@ def manifest_spec():
                  for t in TASKS},
         "heads": {t: {"model": model_spec(), "task": CFG["data"]["tasks"][t]} for t in TASKS},
         "extract": {r: extract_spec(r) for r in REGIMES},
+        "imported": {r: [pair_parts(p)[1] for p in IMPORTED if pair_parts(p)[0] == r]
+                     for r in REGIMES},
+        "imports": {p: import_spec(p) for p in IMPORTED},
         "corpus": {"seed": CFG["seed"], **{k: CFG["pretrain"][k] for k in
                    ("corpus_size", "caption_noise", "family_weights")}},
     }

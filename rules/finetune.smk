@@ -1,4 +1,5 @@
-# Per-task fine-tuning (full and LoRA) and task-vector extraction.
+# Per-task fine-tuning (full and LoRA) and task-vector extraction, or, for the tasks with a
+# data.tasks.<task>.checkpoint, the task vector imported from a published checkpoint.
 
 
 rule finetune:
@@ -41,3 +42,29 @@ rule extract_task_vector:
     shell:
         "python -m mergelab.cli extract --regime {wildcards.regime} --spec {params.spec:q} "
         "--finetuned {input.finetuned} --pretrained {input.pretrained} --out {output} > {log} 2>&1"
+
+
+# A task vector imported from a published fine-tuned checkpoint (FusionBench HF CLIP, KnOTS
+# LoRA adapter, open_clip state dict; docs/checkpoints.md) instead of finetune + extract.
+# `imported` is '<regime>/<task>' and only matches the configured pairs, so for those the
+# ruleorder below picks this rule over extract_task_vector (and nothing asks for finetune).
+rule import_checkpoint:
+    input:
+        unpack(import_inputs),
+    output:
+        f"{R}/taskvectors/{{imported}}.safetensors",
+    params:
+        spec=lambda w: jq(import_spec(w.imported)),
+        task=lambda w: pair_parts(w.imported)[1],
+        pretrained=lambda w: import_pretrained(w.imported)[0],
+    conda:
+        "../envs/mergelab.yaml"
+    log:
+        f"{LOGS}/import_checkpoint/{{imported}}.log",
+    threads: 1
+    shell:
+        "python -m mergelab.cli import-checkpoint --task {params.task} --spec {params.spec:q} "
+        "--pretrained {params.pretrained:q} --out {output} > {log} 2>&1"
+
+
+ruleorder: import_checkpoint > extract_task_vector

@@ -1,5 +1,6 @@
 # The pretrained CLIP θ0: contrastive pretraining on the offline corpus (mini suite),
-# or open_clip's published weights (paper configs, model.pretrained set).
+# open_clip's published weights (paper configs, model.pretrained set), or the architecture's
+# seeded random initialisation (smoke configs, model.random_init: true; CLI random-init).
 
 
 rule pretrain:
@@ -13,6 +14,7 @@ rule pretrain:
                            "image_size": CFG["data"]["image_size"], "seed": CFG["seed"],
                            "device": CFG["device"]}),
         corpus=lambda w, input: f"--corpus {input.corpus}" if "corpus" in input.keys() else "",
+        command=pretrain_command(),
     conda:
         "../envs/mergelab.yaml"
     log:
@@ -21,7 +23,7 @@ rule pretrain:
     resources:
         gpu=1,
     shell:
-        "python -m mergelab.cli pretrain --spec {params.spec:q} {params.corpus} "
+        "python -m mergelab.cli {params.command} --spec {params.spec:q} {params.corpus} "
         "--out-weights {output.weights} --out-metrics {output.metrics} > {log} 2>&1"
 
 

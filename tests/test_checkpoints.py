@@ -319,3 +319,137 @@ def test_hub_ids_resolve_from_the_cache_offline(hf_models, tmp_path, monkeypatch
     dense = load_file(out)
     for k, v in expected.items():
         torch.testing.assert_close(dense[k], v, rtol=1e-6, atol=1e-6)
+
+
+# --------------------------------------------------------------------------- θ0 as an open_clip file
+
+
+def test_hf_and_lora_kinds_accept_the_pipelines_open_clip_theta0(hf_models, tmp_path):
+    """The pipeline's θ0 is an open_clip safetensors file (pretrained/clip.safetensors, text
+    tower included): kind hf subtracts it in open_clip keys, kind lora checks shapes on it."""
+    from mergelab.checkpoints import is_open_clip_file
+    pt_oc = convert.hf_vision_to_open_clip(hf_models["pt_sd"])
+    theta0 = tmp_path / "clip.safetensors"
+    save_file({**{k: v.contiguous() for k, v in pt_oc.items()},
+               "token_embedding.weight": torch.zeros(64, WIDTH), "logit_scale": torch.tensor(2.0)}, theta0)
+    assert is_open_clip_file(theta0)
+    assert not is_open_clip_file(hf_models["pt"] / "model.safetensors")
+    assert not is_open_clip_file(hf_models["pt"]) and not is_open_clip_file("owner/repo")
+    out = tmp_path / "hf.safetensors"
+    import_checkpoint("hf", str(hf_models["ft"]), "mnist", out, str(theta0))
+    via_file = load_file(out)
+    ref = tmp_path / "ref.safetensors"
+    import_checkpoint("hf", str(hf_models["ft"]), "mnist", ref, str(hf_models["pt"]))
+    expected = load_file(ref)
+    assert set(via_file) == set(expected)
+    for k in expected:
+        assert torch.equal(via_file[k], expected[k]), k
+    assert not via_file["visual.proj"].any()
+    adapter, dense = _peft_adapter(tmp_path, "vision_model")
+    out = tmp_path / "lora.safetensors"
+    import_checkpoint("knots", str(adapter), "dtd", out, str(theta0), expected_rank=4)
+    got = load_file(out)
+    for k, v in dense.items():
+        torch.testing.assert_close(got[k], v.float(), rtol=1e-5, atol=1e-6)
+    # a θ0 of another width is refused with the file named
+    small = {k: v[..., :8].contiguous() if v.ndim and v.shape[-1] == WIDTH else v.contiguous()
+             for k, v in pt_oc.items()}
+    bad = tmp_path / "other.safetensors"
+    save_file(small, bad)
+    with pytest.raises(CheckpointError, match="other.safetensors|another architecture"):
+        import_checkpoint("hf", str(hf_models["ft"]), "mnist", tmp_path / "x.safetensors", str(bad))
+
+
+# --------------------------------------------------------------------------- heads from the HF text tower
+
+HF_TINY = dict(
+    text_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                     max_position_embeddings=77),  # vocab 49408: the real CLIP tokenizer
+    vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
+                       image_size=32, patch_size=16),
+    projection_dim=24)
+
+
+@pytest.fixture(scope="module")
+def hf_clip_dir(tmp_path_factory):
+    from mergelab.data.fixtures import write_random_hf_clip
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return write_random_hf_clip(tmp_path_factory.mktemp("hfclip") / "clip", seed=4, **HF_TINY)
+
+
+def test_generated_tokenizer_matches_open_clip(hf_clip_dir):
+    tok = transformers.AutoTokenizer.from_pretrained(hf_clip_dir)
+    oc = open_clip.get_tokenizer("ViT-B-32")
+    for text in ("a photo of a 7.", 'a centered satellite photo of "annual crop land"!',
+                 "a zoomed in photo of a red and white circle 20 kph speed limit traffic sign."):
+        ids = oc([text])[0]
+        assert tok(text)["input_ids"] == ids[: int((ids != 0).sum())].tolist(), text
+
+
+def test_hf_text_head_matches_direct_computation(hf_clip_dir, tmp_path):
+    """Heads from transformers' CLIPModel text tower + projection: one unit row per class,
+    equal to encoding each prompt alone (no padding), taking the EOS state, projecting,
+    normalising, averaging and renormalising."""
+    from mergelab.engine import Head
+    from mergelab.heads import build_head, hf_text_head, load_hf_clip
+    model, tok = load_hf_clip(str(hf_clip_dir))
+    names = ["annual crop land", "forest", "river"]
+    templates = ["a centered satellite photo of {}.", "a photo of the {}, seen from above at noon."]
+    head = hf_text_head(model, tok, names, templates, torch.device("cpu"))
+    assert tuple(head.weight.shape) == (3, 24)
+    torch.testing.assert_close(head.weight.norm(dim=-1), torch.ones(3))
+    assert head.logit_scale == pytest.approx(float(model.logit_scale.exp()))
+    rows = []
+    with torch.no_grad():
+        for n in names:
+            embs = []
+            for t in templates:
+                ids = torch.tensor([tok(t.format(n))["input_ids"]])
+                assert ids[0, -1] == tok.eos_token_id
+                h = model.text_model(input_ids=ids).last_hidden_state[0, -1]
+                embs.append(torch.nn.functional.normalize(model.text_projection(h), dim=-1))
+            rows.append(torch.nn.functional.normalize(torch.stack(embs).mean(0), dim=-1))
+    torch.testing.assert_close(head.weight, torch.stack(rows), rtol=1e-5, atol=1e-6)
+
+    # through build_head (the heads rule), on a prepared task directory
+    import datasets
+    ds = datasets.Dataset.from_dict({"label": [0, 1, 2]},
+                                    features=datasets.Features({"label": datasets.ClassLabel(names=names)}))
+    datasets.DatasetDict({"train": ds, "validation": ds, "test": ds}).save_to_disk(str(tmp_path / "task"))
+    out = tmp_path / "head.safetensors"
+    model_cfg = {"name": "ViT-B-32", "hf_name": str(hf_clip_dir), "head_text_encoder": "hf"}
+    build_head("EuroSAT", {"source": "local", "path": "x"}, tmp_path / "task", model_cfg,
+               "unused.safetensors", out, "cpu")
+    from mergelab.data.paper import templates_for
+    ref = hf_text_head(model, tok, names, templates_for("EuroSAT"), torch.device("cpu"))
+    torch.testing.assert_close(Head.load(out).weight, ref.weight)
+    with safe_open(str(out), "pt") as fh:
+        assert fh.metadata()["text_encoder"] == f"hf:{hf_clip_dir}"
+
+
+def test_head_text_encoder_config_checks(tmp_path):
+    import yaml
+    from mergelab.config import ConfigError, validate_config
+    from mergelab.heads import build_head
+    cfg = yaml.safe_load(open(convert.__file__.replace("src/mergelab/convert.py", "tests/micro/config.yaml")))
+    assert validate_config(cfg)["model"]["head_text_encoder"] == "open_clip"  # default: as before
+    cfg["model"]["head_text_encoder"] = "hf"
+    with pytest.raises(ConfigError, match="'model.head_text_encoder'"):
+        validate_config(cfg)
+    cfg["model"]["head_text_encoder"] = "bert"
+    with pytest.raises(ConfigError, match="'model.head_text_encoder'"):
+        validate_config(cfg)
+    cfg["model"].update(head_text_encoder="hf", hf_name=str(tmp_path / "nothing_here"))
+    validate_config(cfg)
+    from mergelab.io import ArtifactError
+    import datasets
+    ds = datasets.Dataset.from_dict({"label": [0, 1]}, features=datasets.Features(
+        {"label": datasets.ClassLabel(names=["a", "b"])}))
+    datasets.DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "task"))
+    with pytest.raises(ArtifactError, match="model.hf_name"):
+        build_head("x", {"source": "local", "path": "x"}, tmp_path / "task", cfg["model"],
+                   "unused", tmp_path / "h.safetensors", "cpu")
+    cfg["model"].update(random_init=True, pretrained="openai")
+    with pytest.raises(ConfigError, match="'model.random_init'"):
+        validate_config(cfg)

@@ -41,6 +41,9 @@ KIND_ALIASES = {"hf": "hf", "fusionbench": "hf", "huggingface": "hf",
                 "open_clip": "open_clip", "openclip": "open_clip", "pickle": "open_clip",
                 "task_vectors": "open_clip"}
 
+#: the regime whose task vector each kind replaces
+KIND_REGIME = {"hf": "full", "open_clip": "full", "lora": "lora"}
+
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
 _HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json",
                     "pytorch_model.bin", "pytorch_model.bin.index.json")
@@ -261,7 +264,10 @@ def hf_full_task_vector(finetuned: str | os.PathLike, pretrained: str | os.PathL
     projection was not fine-tuned, so its update is zero (θ0's projection is used).
     """
     ft, ft_file, ft_cfg = load_hf_clip_vision(finetuned, cache_dir, offline)
-    pt, pt_file, pt_cfg = load_hf_clip_vision(pretrained, cache_dir, offline)
+    if is_open_clip_file(pretrained):  # θ0 as open_clip weights, e.g. the pipeline's own θ0
+        pt, pt_file, pt_cfg = open_clip_as_hf_vision(pretrained), str(pretrained), None
+    else:
+        pt, pt_file, pt_cfg = load_hf_clip_vision(pretrained, cache_dir, offline)
     meta = {"finetuned_file": ft_file, "pretrained_file": pt_file}
     if convert.HF_PROJ not in pt:
         raise CheckpointError(f"{pt_file}: the pretrained model has no '{convert.HF_PROJ}'; use a "
@@ -399,7 +405,10 @@ def lora_task_vector(adapter: str | os.PathLike, expected_rank: int | None = Non
                           required=_ADAPTER_WEIGHT_FILES)
     factors_in, cfg, wfile = load_lora_adapter(root, expected_rank)
     if pretrained is not None:
-        pt, pt_file, _ = load_hf_clip_vision(pretrained, cache_dir, offline)
+        if is_open_clip_file(pretrained):
+            pt, pt_file = open_clip_as_hf_vision(pretrained), str(pretrained)
+        else:
+            pt, pt_file, _ = load_hf_clip_vision(pretrained, cache_dir, offline)
         for key, (a, b, _s) in factors_in.items():
             if key not in pt:
                 raise CheckpointError(f"{wfile}: adapted weight '{key}' does not exist in the "
@@ -470,10 +479,51 @@ def load_open_clip_checkpoint(path: str | os.PathLike) -> dict[str, torch.Tensor
     return open_clip_visual_state(obj, str(path))
 
 
+def is_open_clip_file(source: str | os.PathLike | None) -> bool:
+    """True for a local weights file holding open_clip image-encoder keys (``visual.*``, with
+    or without ``module.``/``model.`` prefixes, or bare ``conv1.weight`` …), e.g. the
+    pipeline's θ0 ``pretrained/clip.safetensors``; False for Hugging Face files, directories
+    and hub ids. Pickles are only opened with ``weights_only=True``."""
+    if source is None:
+        return False
+    p = Path(source)
+    if not p.is_file() or not (p.suffix == ".safetensors" or p.suffix in _PICKLE_SUFFIXES):
+        return False
+    if p.suffix == ".safetensors":
+        from safetensors import safe_open
+        try:
+            with safe_open(str(p), framework="pt") as fh:
+                keys = list(fh.keys())
+        except Exception as exc:
+            raise CheckpointError(f"{p}: not a readable safetensors file ({exc})") from exc
+    else:
+        obj = safe_torch_load(p)
+        for wrapper in ("state_dict", "model_state_dict", "model"):
+            if isinstance(obj, Mapping) and isinstance(obj.get(wrapper), Mapping):
+                obj = obj[wrapper]
+                break
+        keys = [str(k) for k in obj] if isinstance(obj, Mapping) else []
+    for pre in ("module.", "model."):
+        keys = [k[len(pre):] if k.startswith(pre) else k for k in keys]
+    if any(k.startswith(convert.HF_PREFIX) or k.startswith(_VISION_ROOTS) for k in keys):
+        return False
+    return any(k.startswith("visual.") for k in keys) or \
+        (bool(keys) and all(k.startswith(_OC_INNER_ROOTS) for k in keys))
+
+
+def open_clip_as_hf_vision(path: str | os.PathLike) -> dict[str, torch.Tensor]:
+    """An open_clip weights file's image encoder in Hugging Face keys (``vision_model.*``)."""
+    try:
+        return convert.open_clip_to_hf_vision(load_open_clip_checkpoint(path))
+    except convert.ConversionError as exc:
+        raise CheckpointError(f"{path}: {exc}") from exc
+
+
 def _load_pretrained_open_clip(source: str | os.PathLike, cache_dir, offline) -> tuple[dict[str, torch.Tensor], str]:
     """θ0 for the open_clip kind: an open_clip file, or a Hugging Face CLIP (dir / hub id), converted."""
     p = Path(source)
-    if p.is_file() and (p.suffix == ".safetensors" or p.suffix in _PICKLE_SUFFIXES):
+    if p.is_file() and (p.suffix == ".safetensors" or p.suffix in _PICKLE_SUFFIXES) \
+            and is_open_clip_file(p):
         return load_open_clip_checkpoint(p), str(p)
     hf, hf_file, _ = load_hf_clip_vision(source, cache_dir, offline)
     try:

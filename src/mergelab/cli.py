@@ -66,6 +66,24 @@ def cmd_pretrain(a):
                  a.out_weights, a.out_metrics, spec.get("device", "auto"))
 
 
+def cmd_random_init(a):
+    spec = _spec(a.spec)
+    from .models import save_random_init
+    save_random_init(spec["model"], spec["seed"], a.out_weights, a.out_metrics)
+
+
+def cmd_import_checkpoint(a):
+    spec = _spec(a.spec)
+    from .checkpoints import import_checkpoint
+    from .io import provenance
+    summary = import_checkpoint(spec["kind"], spec["source"], a.task, a.out, a.pretrained,
+                                expected_rank=spec.get("expected_rank"),
+                                cache_dir=spec.get("cache_dir"))
+    summary["provenance"] = provenance(spec)
+    print(json.dumps({k: v for k, v in summary.items() if k != "metadata"}, indent=2,
+                     sort_keys=True, default=str))
+
+
 def cmd_heads(a):
     spec = _spec(a.spec)
     from .heads import build_head
@@ -212,6 +230,17 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("pretrain", cmd_pretrain, "pretrain the tiny CLIP (or fetch published weights)")
     s.add_argument("--spec", required=True); s.add_argument("--corpus")
     s.add_argument("--out-weights", required=True); s.add_argument("--out-metrics", required=True)
+
+    s = add("random-init", cmd_random_init,
+            "θ0 = the architecture's seeded random initialisation (model.random_init)")
+    s.add_argument("--spec", required=True); s.add_argument("--corpus")
+    s.add_argument("--out-weights", required=True); s.add_argument("--out-metrics", required=True)
+
+    s = add("import-checkpoint", cmd_import_checkpoint,
+            "import a published fine-tuned checkpoint as one task vector (data.tasks.<task>.checkpoint)")
+    for k in ("--task", "--spec", "--out"):
+        s.add_argument(k, required=True)
+    s.add_argument("--pretrained", help="θ0 the checkpoint was fine-tuned from (path or hub id)")
 
     s = add("heads", cmd_heads, "build one task's zero-shot head")
     for k in ("--task", "--spec", "--data", "--pretrained", "--out"):

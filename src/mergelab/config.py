@@ -79,6 +79,22 @@ def _semantic_checks(cfg: dict[str, Any]) -> None:
                                   "'hub' (no built-in hub id for this task)")
         elif src == "local" and not task.get("path"):
             raise ConfigError(f"config key 'data.tasks.{name}.path': required for source 'local'")
+    model = cfg["model"]
+    if model.get("random_init") and model.get("pretrained"):
+        raise ConfigError(f"config key 'model.random_init': true together with 'model.pretrained: "
+                          f"{model['pretrained']}'; random init needs pretrained: null")
+    if model.get("head_text_encoder") == "hf" and not model.get("hf_name"):
+        raise ConfigError("config key 'model.head_text_encoder': 'hf' needs 'model.hf_name' (the "
+                          "Hugging Face CLIPModel whose text tower builds the heads)")
+    from .checkpoints import KIND_ALIASES, KIND_REGIME
+    for name, task in tasks.items():
+        ck = task.get("checkpoint")
+        if ck:
+            regime = KIND_REGIME[KIND_ALIASES[ck["kind"]]]
+            if regime not in cfg["regimes"]:
+                raise ConfigError(f"config key 'data.tasks.{name}.checkpoint.kind': '{ck['kind']}' "
+                                  f"imports a {regime}-regime task vector but 'regimes' is "
+                                  f"{cfg['regimes']}")
     for suite, members in cfg["suites"].items():
         for t in members:
             if t not in tasks:

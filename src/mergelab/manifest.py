@@ -108,7 +108,8 @@ def describe(path: str | os.PathLike, spec: Mapping[str, Any]) -> dict[str, Any]
     if cfg is None:
         name = p.name[: -len(p.suffix)] if p.suffix else p.name
         if entry["kind"] == "task_vector":
-            cfg = spec.get("extract", {}).get(p.parent.name)
+            cfg = spec.get("imports", {}).get(f"{p.parent.name}/{name}") or \
+                spec.get("extract", {}).get(p.parent.name)
         elif entry["kind"] == "head":
             cfg = spec.get("heads", {}).get(name)
         elif entry["kind"] == "dataset":
@@ -122,13 +123,16 @@ def describe(path: str | os.PathLike, spec: Mapping[str, Any]) -> dict[str, Any]
 
 
 def trace_rows(table_json: str | os.PathLike, results_dir: str, data_root: str,
-               tasks: Sequence[str]) -> dict[str, list[str]]:
-    """Row name -> the artifacts behind that row of one table (paths as the rules name them)."""
+               tasks: Sequence[str], imported: Sequence[str] = ()) -> dict[str, list[str]]:
+    """Row name -> the artifacts behind that row of one table (paths as the rules name them).
+    ``imported``: tasks whose task vector of this regime was imported from a published
+    checkpoint (no fine-tuning outputs)."""
     t = load_json(table_json)
     R, regime, suite = results_dir, t["regime"], t["suite"]
     common = [f"{R}/pretrained/clip.safetensors"] + [f"{R}/heads/{x}.safetensors" for x in tasks] \
         + [f"{data_root}/{x}" for x in tasks]
-    ckpts = [f"{R}/finetune/{regime}/{x}.{e}" for x in tasks for e in ("safetensors", "json")]
+    ckpts = [f"{R}/finetune/{regime}/{x}.{e}" for x in tasks if x not in set(imported)
+             for e in ("safetensors", "json")]
     tvs = [f"{R}/taskvectors/{regime}/{x}.safetensors" for x in tasks]
     out = {}
     for row in t["rows"]:
@@ -159,7 +163,7 @@ def build_manifest(spec: Mapping[str, Any], files: Iterable[str | os.PathLike]) 
             tj = f"{R}/tables/{key}.json"
             if tj not in artifacts:
                 continue
-            rows = trace_rows(tj, R, D, tasks)
+            rows = trace_rows(tj, R, D, tasks, spec.get("imported", {}).get(regime, ()))
             for row, paths in rows.items():
                 missing = [p for p in paths if p not in artifacts]
                 if missing:

@@ -252,3 +252,22 @@ def normalize_images(x_uint8: torch.Tensor, device: torch.device | None = None) 
     mean = torch.tensor(OPENAI_MEAN, device=x.device).view(1, 3, 1, 1)
     std = torch.tensor(OPENAI_STD, device=x.device).view(1, 3, 1, 1)
     return (x - mean) / std
+
+
+def save_random_init(model_cfg: Mapping[str, Any], seed: int, out_weights: str | Path,
+                     out_metrics: str | Path) -> dict[str, Any]:
+    """θ0 = the open_clip architecture's own random initialisation, seeded with ``seed``
+    (config ``model.random_init: true``): no pretraining, no corpus, no download. For smoke
+    runs of the real architectures (config/smoke/)."""
+    from .io import provenance, save_json, save_tensors
+    if model_cfg.get("pretrained"):
+        raise ArtifactError(f"config 'model.random_init: true' with 'model.pretrained: "
+                            f"{model_cfg['pretrained']}': choose one")
+    seed_everything(seed)
+    model = create_open_clip(model_cfg["name"])
+    save_tensors({k: v.detach().contiguous() for k, v in model.state_dict().items()}, out_weights,
+                 metadata={"model": model_cfg["name"], "source": f"random init (seed {seed})"})
+    metrics = {"source": "random_init", "parameters": sum(p.numel() for p in model.parameters()),
+               "provenance": provenance({"model": dict(model_cfg)}, seed=seed)}
+    save_json(metrics, out_metrics)
+    return metrics

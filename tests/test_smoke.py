@@ -1,0 +1,144 @@
+"""CPU smoke runs of the paper DAG on the real ViT-B-32 architecture (config/smoke/*.yaml):
+random initialisation (no download), a few dozen local images per task in the hub formats
+(mergelab.data.fixtures), a handful of fine-tuning steps and every registered merging method
+of the regime. Each test runs the whole workflow with Snakemake in a temporary copy of the
+workflow and checks that every table holds a row per method (plus zero-shot / individual)
+with finite accuracies, and that nothing is left to do afterwards."""
+from __future__ import annotations
+
+import json
+import math
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from mergelab import methods as M
+from mergelab.config import load_config, method_regimes
+
+ROOT = Path(__file__).resolve().parents[1]
+SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
+
+pytestmark = pytest.mark.slow
+
+
+def copy_workflow(dst: Path) -> Path:
+    dst.mkdir(parents=True, exist_ok=True)
+    for name in ("Snakefile", "rules", "profiles", "src", "config", "envs", "report"):
+        src = ROOT / name
+        if src.is_dir():
+            shutil.copytree(src, dst / name, symlinks=True,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
+        else:
+            shutil.copy2(src, dst / name)
+    return dst
+
+
+def snakemake(wd: Path, configfile: str, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
+    cmd = [SNAKEMAKE, "--cores", "2", "--configfile", configfile, *args]
+    env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(wd),
+           "PYTHONHASHSEED": "0", "HF_HUB_OFFLINE": "1", "HF_DATASETS_OFFLINE": "1",
+           "OMP_WAIT_POLICY": "PASSIVE"}
+    proc = subprocess.run(cmd, cwd=wd, capture_output=True, text=True, env=env, timeout=timeout)
+    if proc.returncode != 0:
+        logs = ""
+        for log in sorted((wd / "results").rglob("*.log")):
+            text = log.read_text(errors="replace")
+            if "Traceback" in text or "error" in text.lower():
+                logs += f"\n--- {log}\n{text[-3000:]}"
+        raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-3000:]}\n"
+                             f"{proc.stderr[-5000:]}{logs[-8000:]}")
+    return proc
+
+
+def planned(wd: Path, configfile: str) -> dict[str, int]:
+    out = snakemake(wd, configfile, "-n", "--quiet", "rules").stdout
+    return {m.group(1): int(m.group(2)) for m in
+            (re.match(r"^(\w+)\s+(\d+)$", ln.strip()) for ln in out.splitlines())
+            if m and m.group(1) != "total"}
+
+
+def check_tables(wd: Path, cfg: dict) -> None:
+    R = wd / cfg["results_dir"]
+    regime = cfg["regimes"][0]
+    instances = [m for m in cfg["methods"] if regime in method_regimes(cfg, m)]
+    # every registered method that supports the regime has an instance ...
+    assert {cfg["methods"][m]["method"] for m in instances} == set(M.available(regime))
+    for suite, tasks in cfg["suites"].items():
+        table = json.loads((R / "tables" / f"{regime}_{suite}.json").read_text())
+        rows = {r["method"]: r for r in table["rows"]}
+        # ... and a row in the table, as do the zero-shot and individual references
+        assert set(rows) == {"zeroshot", "individual", *instances}, sorted(rows)
+        for name, row in rows.items():
+            accs = [row[t] for t in tasks]  # test accuracy, %
+            assert all(isinstance(a, float) and math.isfinite(a) and 0 <= a <= 100 for a in accs), (name, row)
+        md = (R / "tables" / f"{regime}_{suite}.md").read_text()
+        assert md.count("\n|") >= len(rows) + 1
+        for ext in ("png", "pdf"):
+            assert (R / "figures" / f"accuracy_{regime}_{suite}.{ext}").stat().st_size > 0
+        for m in instances:
+            ev = json.loads((R / "eval" / regime / suite / f"{m}.json").read_text())
+            assert ev["alpha"] in ev["alpha_grid"]
+    assert (R / "manifest.json").exists()
+
+
+def run_smoke(tmp_path: Path, name: str, hf_model: bool) -> tuple[Path, dict, float]:
+    from mergelab.data.fixtures import write_smoke_fixtures
+
+    wd = copy_workflow(tmp_path / "wf")
+    write_smoke_fixtures(wd / "data" / "smoke" / "fixtures", seed=0, hf_model=hf_model)
+    configfile = f"config/smoke/{name}.yaml"
+    cfg = load_config(wd / configfile)
+    t0 = time.time()
+    snakemake(wd, configfile)
+    seconds = time.time() - t0
+    print(f"\nsmoke {name}: snakemake run {seconds:.0f} s")
+    return wd, cfg, seconds
+
+
+def test_smoke_vit_b32_full(tmp_path):
+    wd, cfg, _ = run_smoke(tmp_path, "vit-b-32_full", hf_model=False)
+    check_tables(wd, cfg)
+    R = wd / cfg["results_dir"]
+    # θ0 is the real architecture, randomly initialised (no pretraining corpus, no download)
+    from safetensors import safe_open
+    with safe_open(str(R / "pretrained" / "clip.safetensors"), "pt") as fh:
+        assert tuple(fh.get_slice("visual.conv1.weight").get_shape()) == (768, 3, 32, 32)
+        assert "random init" in fh.metadata()["source"]
+        assert sum(1 for k in fh.keys() if k.startswith("visual.transformer.resblocks.")
+                   and k.endswith(".attn.in_proj_weight")) == 12
+    assert not (wd / "data" / "smoke" / "full" / "_corpus").exists()
+    for t in cfg["suites"]["trio"]:
+        m = json.loads((R / "finetune" / "full" / f"{t}.json").read_text())
+        assert m["steps"] == 3
+    assert planned(wd, "config/smoke/vit-b-32_full.yaml") == {}
+
+
+def test_smoke_vit_b32_lora(tmp_path):
+    wd, cfg, _ = run_smoke(tmp_path, "vit-b-32_lora", hf_model=True)
+    check_tables(wd, cfg)
+    R = wd / cfg["results_dir"]
+    from safetensors import safe_open
+    with safe_open(str(R / "taskvectors" / "lora" / "MNIST.safetensors"), "pt") as fh:
+        keys = list(fh.keys())
+    # dense LoRA updates of q/k/v/out of the 12 layers of the 768-wide HF vision tower
+    assert len(keys) == 48 and all(k.startswith("vision_model.encoder.layers.") for k in keys)
+    with safe_open(str(R / "heads" / "MNIST.safetensors"), "pt") as fh:
+        assert fh.metadata()["text_encoder"].startswith("hf:")
+        assert tuple(fh.get_slice("weight").get_shape()) == (10, 512)
+    f = json.loads((R / "finetune" / "lora" / "PCAM.json").read_text())
+    assert f["steps"] == 3
+    assert planned(wd, "config/smoke/vit-b-32_lora.yaml") == {}
+
+
+def test_smoke_configs_documented():
+    doc = (ROOT / "docs" / "paper_scale.md").read_text()
+    for p in sorted((ROOT / "config" / "smoke").glob("*.yaml")):
+        load_config(p)
+        assert f"config/smoke/{p.name}" in doc, p
+        assert yaml.safe_load(p.read_text())["model"]["random_init"] is True
