@@ -77,9 +77,14 @@ def _expected_jobs(cfg) -> Counter:
     tasks = sorted({t for members in cfg["suites"].values() for t in members})
     regimes, suites = cfg["regimes"], list(cfg["suites"])
     n_merges = sum(len(method_regimes(cfg, m)) * len(suites) for m in cfg["methods"])
+    # tasks with data.tasks.<task>.checkpoint: imported instead of fine-tuned + extracted
+    from mergelab.checkpoints import KIND_ALIASES, KIND_REGIME
+    n_imported = sum(1 for t in tasks if (ck := cfg["data"]["tasks"][t].get("checkpoint"))
+                     and KIND_REGIME[KIND_ALIASES[ck["kind"]]] in regimes)
+    n_tuned = len(tasks) * len(regimes) - n_imported
     exp = Counter({
         "prepare_task": len(tasks), "pretrain": 1, "heads": len(tasks),
-        "finetune": len(tasks) * len(regimes), "extract_task_vector": len(tasks) * len(regimes),
+        "finetune": n_tuned, "extract_task_vector": n_tuned, "import_checkpoint": n_imported,
         "eval_zeroshot": len(tasks) * len(regimes), "eval_individual": len(tasks) * len(regimes),
         "merge": n_merges, "eval_merged": n_merges,
         "report": len(regimes) * len(suites), "manifest": 1, "all": 1})
