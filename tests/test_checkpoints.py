@@ -370,6 +370,17 @@ HF_TINY = dict(
     projection_dim=24)
 
 
+def _task_dir(path, names):
+    """A prepared task directory (train/validation/test, image + ClassLabel label)."""
+    import datasets
+    from PIL import Image
+    img = Image.new("RGB", (8, 8))
+    ds = datasets.Dataset.from_dict({"image": [img] * len(names), "label": list(range(len(names)))},
+                                    features=datasets.Features({"image": datasets.Image(),
+                                                                "label": datasets.ClassLabel(names=names)}))
+    datasets.DatasetDict({"train": ds, "validation": ds, "test": ds}).save_to_disk(str(path))
+
+
 @pytest.fixture(scope="module")
 def hf_clip_dir(tmp_path_factory):
     from mergelab.data.fixtures import write_random_hf_clip
@@ -399,7 +410,7 @@ def test_hf_text_head_matches_direct_computation(hf_clip_dir, tmp_path):
     head = hf_text_head(model, tok, names, templates, torch.device("cpu"))
     assert tuple(head.weight.shape) == (3, 24)
     torch.testing.assert_close(head.weight.norm(dim=-1), torch.ones(3))
-    assert head.logit_scale == pytest.approx(float(model.logit_scale.exp()))
+    assert head.logit_scale == pytest.approx(float(model.logit_scale.detach().exp()))
     rows = []
     with torch.no_grad():
         for n in names:
@@ -413,10 +424,7 @@ def test_hf_text_head_matches_direct_computation(hf_clip_dir, tmp_path):
     torch.testing.assert_close(head.weight, torch.stack(rows), rtol=1e-5, atol=1e-6)
 
     # through build_head (the heads rule), on a prepared task directory
-    import datasets
-    ds = datasets.Dataset.from_dict({"label": [0, 1, 2]},
-                                    features=datasets.Features({"label": datasets.ClassLabel(names=names)}))
-    datasets.DatasetDict({"train": ds, "validation": ds, "test": ds}).save_to_disk(str(tmp_path / "task"))
+    _task_dir(tmp_path / "task", names)
     out = tmp_path / "head.safetensors"
     model_cfg = {"name": "ViT-B-32", "hf_name": str(hf_clip_dir), "head_text_encoder": "hf"}
     build_head("EuroSAT", {"source": "local", "path": "x"}, tmp_path / "task", model_cfg,
@@ -443,10 +451,7 @@ def test_head_text_encoder_config_checks(tmp_path):
     cfg["model"].update(head_text_encoder="hf", hf_name=str(tmp_path / "nothing_here"))
     validate_config(cfg)
     from mergelab.io import ArtifactError
-    import datasets
-    ds = datasets.Dataset.from_dict({"label": [0, 1]}, features=datasets.Features(
-        {"label": datasets.ClassLabel(names=["a", "b"])}))
-    datasets.DatasetDict({"train": ds}).save_to_disk(str(tmp_path / "task"))
+    _task_dir(tmp_path / "task", ["a", "b"])
     with pytest.raises(ArtifactError, match="model.hf_name"):
         build_head("x", {"source": "local", "path": "x"}, tmp_path / "task", cfg["model"],
                    "unused", tmp_path / "h.safetensors", "cpu")
