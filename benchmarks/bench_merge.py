@@ -15,9 +15,11 @@ Both implementations run in fresh subprocesses with the same torch thread count
 on a CPU shared with other jobs, OpenMP threads that spin at barriers make
 LAPACK calls (SVD, eigh, QR) 10-100x slower and the timings meaningless.
 
-Peak memory: each timed merge runs in a fresh subprocess and reports
-``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (peak RSS, includes the Python +
-torch baseline, printed separately).
+Memory: each timed merge runs in a fresh subprocess. "merge memory" is the growth
+of its anonymous resident memory during the merge (peak ``RssAnon`` sampled every
+2 ms minus the value before): what the merge allocates, without the page cache of
+the memory-mapped inputs. "peak RSS" is ``ru_maxrss`` (includes the Python + torch
+baseline, printed separately, and every input page the merge touched).
 
     python benchmarks/bench_merge.py                   # 12 blocks, T = 8 14 20
     python benchmarks/bench_merge.py --tasks 8 --methods tsv_m iso_cts dc_merge
@@ -141,6 +143,43 @@ def ref_key(name: str, taus: list[torch.Tensor], dtype) -> torch.Tensor:
 
 # -- one measured run (in a subprocess) ----------------------------------------------
 
+class AnonPeak:
+    """Peak anonymous resident memory (``RssAnon`` of /proc/self/status, sampled every
+    ``interval`` s by a thread). Unlike ``ru_maxrss`` it leaves out file-backed pages,
+    i.e. the page cache of the memory-mapped safetensors inputs, which the kernel can
+    drop at any time: it is the memory the merge itself allocates."""
+
+    def __init__(self, interval: float = 0.002):
+        import threading
+        self.interval, self.peak, self._stop = interval, self.now(), threading.Event()
+        self._t = threading.Thread(target=self._run, daemon=True)
+
+    @staticmethod
+    def now() -> int:
+        try:
+            with open("/proc/self/status") as f:
+                for line in f:
+                    if line.startswith("RssAnon:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+
+    def _run(self):
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.now())
+            self._stop.wait(self.interval)
+
+    def __enter__(self):
+        self._t.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._t.join()
+        self.peak = max(self.peak, self.now())
+
+
 def child(args) -> None:
     torch.set_num_threads(args.threads)
     from mergelab.methods import build
@@ -149,19 +188,23 @@ def child(args) -> None:
     paths = json.loads(args.paths)
     src = SafetensorsSource(paths)
     base_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    base_anon = AnonPeak.now()
     t0 = time.perf_counter()
-    if args.kind == "ours":
-        out = build(args.method).merge(src, MergeContext(regime="full", tasks=[str(i) for i in range(len(paths))],
-                                                          device=torch.device(args.device)))
-    else:
-        dtype = torch.float64 if args.kind == "ref64" else torch.float32
-        out = {k: ref_key(args.method, [t.to(args.device) for t in src.get(k)], dtype).float().cpu()
-               for k in src.keys()}
+    with AnonPeak() as anon:
+        if args.kind == "ours":
+            out = build(args.method).merge(src, MergeContext(regime="full",
+                                                             tasks=[str(i) for i in range(len(paths))],
+                                                             device=torch.device(args.device)))
+        else:
+            dtype = torch.float64 if args.kind == "ref64" else torch.float32
+            out = {k: ref_key(args.method, [t.to(args.device) for t in src.get(k)], dtype).float().cpu()
+                   for k in src.keys()}
     dt = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     from safetensors.torch import save_file
     save_file({k: v.contiguous() for k, v in out.items()}, args.out)
-    print(json.dumps({"seconds": dt, "peak_kb": peak, "base_kb": base_rss}))
+    print(json.dumps({"seconds": dt, "peak_kb": peak, "base_kb": base_rss,
+                      "anon_growth_kb": anon.peak - base_anon}))
 
 
 def run_child(kind, method, paths, out, ns) -> dict:
@@ -225,9 +268,10 @@ def main(argv=None) -> int:
           f"device={ns.device}, threads={ns.threads}, OMP_WAIT_POLICY={ns.omp_wait_policy or 'inherited'}; "
           f"load average at start {os.getloadavg()}")
     print()
-    print("| method | T | ours (s) | plain f32 (s) | speed-up | peak RSS ours (MiB) | peak RSS plain (MiB) "
+    print("| method | T | ours (s) | plain f32 (s) | speed-up | merge memory ours (MiB) | merge memory plain (MiB) "
+          "| peak RSS ours (MiB) | peak RSS plain (MiB) "
           "| RSS before merge (MiB) | load avg (1 min) | ours vs exact f64 | plain f32 vs exact f64 | rel. err ours vs plain f32 |")
-    print("|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         for T in ns.tasks:
@@ -246,7 +290,8 @@ def main(argv=None) -> int:
                     ref32_vs64 = rel_err(d / f"{m}_ref32.st", d / f"{m}_ref64.st")
                 f = (lambda x: "–" if x != x else f"{x:.1e}")
                 print(f"| {m} | {T} | {ours['seconds']:.2f} | {ref['seconds']:.2f} "
-                      f"| {ref['seconds'] / ours['seconds']:.2f}× | {ours['peak_kb'] / 1024:.0f} "
+                      f"| {ref['seconds'] / ours['seconds']:.2f}× | {ours['anon_growth_kb'] / 1024:.0f} "
+                      f"| {ref['anon_growth_kb'] / 1024:.0f} | {ours['peak_kb'] / 1024:.0f} "
                       f"| {ref['peak_kb'] / 1024:.0f} | {ours['base_kb'] / 1024:.0f} | {load:.1f} "
                       f"| {f(err64)} | {f(ref32_vs64)} | {err32:.1e} |", flush=True)
                 for p in d.glob(f"{m}_*.st"):

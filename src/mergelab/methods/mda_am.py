@@ -105,7 +105,8 @@ class MdaAM(EntropyMerging):
     # -- Algorithm 1 per-task vectors -------------------------------------------
     def task_vectors(self, store: TaskVectorSource, ctx: MergeContext, progress) -> dict[str, torch.Tensor]:
         """Per key, the T ETF-aligned task vectors τt^etf = U_etf[:, blk t] diag(St) V⊥[:, blk t]ᵀ
-        (their sum is ``mda``'s τm); vector keys and keys with r < T: the τt themselves."""
+        (their sum is ``mda``'s τm); vector keys and keys with r < T: τt / T (their sum is
+        ``mda``'s mean). So λ ≡ α reproduces the Algorithm 1 model θ0 + α·τm exactly."""
         out = {}
         lora_rank = ctx.lora_rank if ctx.regime == "lora" else None
         for key in progress(store.keys()):
@@ -113,7 +114,7 @@ class MdaAM(EntropyMerging):
             shape = taus[0].shape
             n = len(taus)
             if not is_matrix_key(key, shape) or min(shape) < n:
-                out[key] = torch.stack(taus).cpu()
+                out[key] = (torch.stack(taus) / n).cpu()
                 continue
             k = effective_k(shape[0], shape[1], n, self.params["k_fraction"], lora_rank)
             a = mda_align(taus, k)
