@@ -59,7 +59,7 @@ CONFIG = {
 def snakemake(wd: Path, *args: str) -> subprocess.CompletedProcess:
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(wd),
            "PYTHONHASHSEED": "0", "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}
-    proc = subprocess.run([SNAKEMAKE, "--cores", "2", "--configfile", CFG, *args], cwd=wd,
+    proc = subprocess.run([SNAKEMAKE, "--cores", "2", *args, "--configfile", CFG], cwd=wd,
                           capture_output=True, text=True, env=env, timeout=1200)
     if proc.returncode != 0:
         logs = "".join(f"\n--- {p}\n{p.read_text()[-2500:]}" for p in sorted((wd / R / "logs").rglob("*.log"))
