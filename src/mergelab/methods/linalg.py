@@ -106,13 +106,13 @@ def top_svd(A: torch.Tensor, k: int, *, exact: bool = False,
 #   2. `a_iters` two-sided steps with A itself (Z ← orth(Aᵀ orth(A Z))), which
 #      remove that floor (the float32 rounding is now ~eps·σ1/σ_i);
 #   3. Rayleigh–Ritz: Q = orth(A Z), B = QᵀA (b×n), float64 eigh of B Bᵀ (b×b).
-# The benchmark's spectra decay like i⁻¹ (1 % gap at the cut); p = k, 8 + 1
-# steps give ~1e-5 relative error of τm against the float32 full-SVD code
-# (docs/benchmarks.md). A task of numerical rank < k, or a block too large to
+# The benchmark's spectra decay like i⁻¹ (1 % gap at the cut); p = k, 6 + 1
+# steps give 1e-5 – 3e-5 relative error of τm against the float32 full-SVD code
+# (8 + 1: 0.8e-5 – 1.6e-5; 5 + 1: 3e-5 – 6e-5; docs/benchmarks.md). A task of numerical rank < k, or a block too large to
 # pay off, falls back to the exact route.
 
 FAST_MIN_R = 384
-G_ITERS = 8
+G_ITERS = 6
 A_ITERS = 1
 
 
@@ -137,15 +137,18 @@ def top_svd_batched(A: torch.Tensor, k: int, *, exact: bool = False, block: int 
         return _exact_batched(A, k)
     g = torch.Generator(device=A.device).manual_seed(seed)
     Z = torch.randn((T, n, b), generator=g, device=A.device, dtype=F32)
+    A = A.contiguous()
+    At = A.mT.contiguous()                          # bmm with contiguous operands is faster
     if g_iters:
-        G = A.mT @ A
+        G = At @ A
         for _ in range(g_iters):
             Z = _orth(G @ Z)
         del G
     for _ in range(a_iters):
-        Z = _orth(A.mT @ _orth(A @ Z))
+        Z = _orth(At @ _orth(A @ Z))
     Q = _orth(A @ Z)
-    B = (A.mT @ Q).mT.to(F64)                       # [T, b, n] = QᵀA
+    B = (At @ Q).mT.to(F64)                         # [T, b, n] = QᵀA
+    del At
     w, W = torch.linalg.eigh(B @ B.mT)
     w, W = w[:, -k:].flip(1), W[:, :, -k:].flip(2)
     S = w.clamp_min(0).sqrt()
