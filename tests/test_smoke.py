@@ -115,7 +115,7 @@ def test_smoke_vit_b32_full(tmp_path):
     assert not (wd / "data" / "smoke" / "full" / "_corpus").exists()
     for t in cfg["suites"]["trio"]:
         m = json.loads((R / "finetune" / "full" / f"{t}.json").read_text())
-        assert m["steps"] == 3
+        assert m["steps"] == 4
     assert planned(wd, "config/smoke/vit-b-32_full.yaml") == {}
 
 
