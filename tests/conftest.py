@@ -5,7 +5,6 @@ default (config/config.yaml) in a temporary copy of the workflow, so that plain
 `snakemake`, dvc.yaml and `mergelab artifacts` all see it."""
 from __future__ import annotations
 
-import re
 import shutil
 import subprocess
 import sys
@@ -54,12 +53,8 @@ def smk(wd: Path, *args: str, check: bool = True, env: dict | None = None,
 
 
 def jobs_of(proc: subprocess.CompletedProcess) -> dict[str, int]:
-    counts = {}
-    for line in proc.stdout.splitlines():
-        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if m and m.group(1) != "total":
-            counts[m.group(1)] = int(m.group(2))
-    return counts
+    from mergelab.artifacts import job_counts
+    return job_counts(proc.stdout)
 
 
 def planned(wd: Path) -> dict[str, int]:

@@ -7,7 +7,6 @@ checkout.
 from __future__ import annotations
 
 import json
-import re
 import shutil
 import subprocess
 import sys
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import pytest
 import yaml
+
+from mergelab.artifacts import job_counts
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -34,13 +35,7 @@ def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.Compl
 
 def planned_jobs(workdir: Path) -> dict[str, int]:
     """Rule -> job count of a dry run (empty when nothing is to be done)."""
-    proc = snakemake(workdir, "-n", "--quiet", "rules")
-    counts = {}
-    for line in proc.stdout.splitlines():
-        m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
-        if m and m.group(1) != "total":
-            counts[m.group(1)] = int(m.group(2))
-    return counts
+    return job_counts(snakemake(workdir, "-n", "--quiet", "rules").stdout)
 
 
 def copy_workflow(dst: Path) -> Path:

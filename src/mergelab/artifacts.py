@@ -68,15 +68,20 @@ def snakemake_args(root: Path) -> list[str]:
     return [_tool("snakemake"), "--configfile", run_config(root)]
 
 
-def planned_jobs(root: Path) -> dict[str, int]:
-    """Rule -> job count of ``snakemake -n`` (empty: nothing to do)."""
-    proc = _run(snakemake_args(root) + ["--cores", "1", "-n", "--quiet", "rules"], root, capture=True)
+def job_counts(stdout: str) -> dict[str, int]:
+    """Rule -> job count from the "Job stats" table of ``snakemake -n --quiet rules``."""
     counts = {}
-    for line in proc.stdout.splitlines():
+    for line in stdout.splitlines():
         m = re.match(r"^(\w+)\s+(\d+)$", line.strip())
         if m and m.group(1) != "total":
             counts[m.group(1)] = int(m.group(2))
     return counts
+
+
+def planned_jobs(root: Path) -> dict[str, int]:
+    """Rule -> job count of ``snakemake -n`` (empty: nothing to do)."""
+    proc = _run(snakemake_args(root) + ["--cores", "1", "-n", "--quiet", "rules"], root, capture=True)
+    return job_counts(proc.stdout)
 
 
 def changed_deps(root: Path) -> list[str]:
