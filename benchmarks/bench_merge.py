@@ -248,6 +248,8 @@ def main(argv=None) -> int:
     ap.add_argument("--inprocess", action="store_true", help="run the merges in this process (smoke test)")
     ap.add_argument("--f64", action="store_true", help="also run the plain algorithm in float64 (slow)")
     ap.add_argument("--no-f64", action="store_true", help="(default) skip the float64 exact reference")
+    ap.add_argument("--no-ref-tasks", type=int, nargs="*", default=[],
+                    help="task counts for which only ours runs (time and memory rows, no plain reference)")
     ap.add_argument("--omp-wait-policy", default="PASSIVE",
                     help="OMP_WAIT_POLICY of the measured subprocesses ('' = inherit)")
     ap.add_argument("--child", default=None, help=argparse.SUPPRESS)
@@ -280,6 +282,14 @@ def main(argv=None) -> int:
             paths = write_tasks(shapes, T, ns.seed, d)
             for m in ns.methods:
                 ours = run_child("ours", m, paths, d / f"{m}_ours.st", ns)
+                if T in ns.no_ref_tasks:
+                    load = os.getloadavg()[0]
+                    print(f"| {m} | {T} | {ours['seconds']:.2f} | – | – | {ours['anon_growth_kb'] / 1024:.0f} | – "
+                          f"| {ours['peak_kb'] / 1024:.0f} | – | {ours['base_kb'] / 1024:.0f} | {load:.1f} "
+                          f"| – | – | – |", flush=True)
+                    for p in d.glob(f"{m}_*.st"):
+                        p.unlink()
+                    continue
                 ref = run_child("ref32", m, paths, d / f"{m}_ref32.st", ns)
                 load = os.getloadavg()[0]
                 err32 = rel_err(d / f"{m}_ours.st", d / f"{m}_ref32.st")
