@@ -383,3 +383,48 @@ def test_knots_dare_is_seeded():
     a = build("knots", k=100, dare_p=0.1).merge_key(taus, info(2, "lora", rank=2))
     b = build("knots", k=100, dare_p=0.1).merge_key(taus, info(2, "lora", rank=2))
     assert torch.equal(a, b) and torch.isfinite(a).all()
+
+
+def test_robust_svd_falls_back_to_float64_when_float32_does_not_converge(monkeypatch):
+    """LAPACK's float32 SVD can fail to converge (seen on ViT-B-32 Iso-CTS blocks);
+    robust_svd then redoes it in float64 and returns factors in the input dtype."""
+    from mergelab.methods import linalg as L
+    real_svd = torch.linalg.svd
+    calls = []
+
+    def flaky(X, full_matrices=True):
+        calls.append(X.dtype)
+        if X.dtype == torch.float32:
+            raise torch.linalg.LinAlgError("linalg.svd: The algorithm failed to converge")
+        return real_svd(X, full_matrices=full_matrices)
+
+    monkeypatch.setattr(torch.linalg, "svd", flaky)
+    X = torch.randn(40, 12, generator=torch.Generator().manual_seed(0))
+    U, S, Vh = L.robust_svd(X)
+    assert calls == [torch.float32, torch.float64]
+    assert U.dtype == S.dtype == Vh.dtype == torch.float32
+    assert torch.allclose((U * S) @ Vh, X, atol=1e-5)
+    # a float64 failure is not hidden
+    monkeypatch.setattr(torch.linalg, "svd", lambda X, full_matrices=True: (_ for _ in ()).throw(
+        torch.linalg.LinAlgError("no convergence")))
+    with pytest.raises(torch.linalg.LinAlgError, match="did not converge"):
+        L.robust_svd(X.double())
+
+
+def test_iso_cts_survives_a_float32_svd_failure(monkeypatch):
+    from mergelab.methods import linalg as L
+    real_svd = torch.linalg.svd
+
+    def flaky(X, full_matrices=True):
+        if X.dtype == torch.float32:
+            raise torch.linalg.LinAlgError("linalg.svd: The algorithm failed to converge")
+        return real_svd(X, full_matrices=full_matrices)
+
+    g = torch.Generator().manual_seed(1)
+    taus = [torch.randn(400, 400, generator=g) * 0.01 for _ in range(4)]
+    info = KeyInfo(key="w", regime="full", n_tasks=4, seed=0, is_matrix=True)
+    expected = build("iso_cts").merge_key(taus, info)
+    monkeypatch.setattr(torch.linalg, "svd", flaky)
+    got = build("iso_cts").merge_key(taus, info)
+    assert torch.allclose(got, expected, atol=1e-4 * float(expected.abs().max()))
+    assert L.FAST_MIN_R <= 400

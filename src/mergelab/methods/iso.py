@@ -22,7 +22,7 @@ from typing import Sequence
 import torch
 
 from .base import KeyInfo, MergeMethod, MethodConfigError
-from .linalg import F32, F64, FastPolar, GramPolar, assemble, top_svd, top_svd_batched
+from .linalg import F32, F64, FastPolar, GramPolar, assemble, robust_svd, top_svd, top_svd_batched
 from .tsv import cat_tasks, use_fast, vector_mean
 
 
@@ -59,7 +59,7 @@ class IsoC(MergeMethod):
         w, Q = torch.linalg.eigh(At.T @ At)
         s = w.clamp_min(0).sqrt()
         if s[0] <= 1e-7 * s[-1]:  # squared condition beyond float64: exact SVD
-            U, S, Vh = torch.linalg.svd(A, full_matrices=False)
+            U, S, Vh = robust_svd(A, full_matrices=False)
             return (S.mean() * (U @ Vh)).float()
         out = s.mean() * (At @ ((Q / s) @ Q.T))  # mean(σ)·polar(At)
         return (out if m >= n else out.T).float()
@@ -93,7 +93,7 @@ class IsoCTS(MergeMethod):
             w, Q = w.flip(0), Q.flip(1)
             s = w.clamp_min(0).sqrt()
             if c > 0 and s[c - 1] <= 1e-7 * s[0]:
-                Qf, sf, _ = torch.linalg.svd(Ssum, full_matrices=True)
+                Qf, sf, _ = robust_svd(Ssum, full_matrices=True)
                 Q, s = Qf, torch.cat([sf, sf.new_zeros(m - sf.numel())])
             Uc, sc = Q[:, :c], s[:c]
             Vc = (Ssum.T @ Uc) / sc
@@ -108,7 +108,7 @@ class IsoCTS(MergeMethod):
             w, Q = w.flip(0), Q.flip(1)
             s = w.clamp_min(0).sqrt()
             if c > 0 and s[c - 1] <= 1e-7 * s[0]:
-                U_, s_, Vh_ = torch.linalg.svd(Ssum, full_matrices=False)
+                U_, s_, Vh_ = robust_svd(Ssum, full_matrices=False)
                 Uc, sc, Vc = U_[:, :c], s_[:c], Vh_[:c].T
             else:
                 Vc, sc = Q[:, :c], s[:c]
@@ -139,10 +139,10 @@ class IsoCTS(MergeMethod):
         T, m, n = A.shape
         Ssum = A.sum(dim=0)
         if m >= n:
-            U, s, Vh = torch.linalg.svd(Ssum, full_matrices=False)
+            U, s, Vh = robust_svd(Ssum, full_matrices=False)
             V = Vh.T
         else:
-            V, s, Uh = torch.linalg.svd(Ssum.T, full_matrices=False)
+            V, s, Uh = robust_svd(Ssum.T, full_matrices=False)
             U = Uh.T
         Uc, sc, Vc = U[:, :c], s[:c].to(F64), V[:, :c]
         s_all = [sc]

@@ -20,7 +20,7 @@ from typing import Sequence
 import torch
 
 from .base import KeyInfo, MergeMethod, MethodConfigError, disjoint_mean, topk_mask
-from .linalg import F64
+from .linalg import F64, robust_svd
 from .tsv import vector_mean
 
 
@@ -56,7 +56,7 @@ class KnOTS(MergeMethod):
         keep = s > 1e-5
         if s.max() > 0 and s[keep].min() <= 1e-7 * s.max():
             # Gram resolution too low for the smallest kept σ: exact SVD of the concatenation
-            U, s2, _ = torch.linalg.svd(torch.cat(deltas, dim=1).to(F64), full_matrices=False)
+            U, s2, _ = robust_svd(torch.cat(deltas, dim=1).to(F64), full_matrices=False)
             U = U[:, s2 > 1e-5]
         else:
             U = Q[:, keep]

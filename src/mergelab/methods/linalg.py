@@ -32,13 +32,28 @@ F64 = torch.float64
 F32 = torch.float32
 
 
+def robust_svd(X: torch.Tensor, full_matrices: bool = False):
+    """``torch.linalg.svd`` that does not give up: LAPACK's divide-and-conquer SVD can
+    fail to converge in float32 on some matrices (seen on ViT-B-32 ``out_proj``
+    Iso-CTS blocks with one thread). Then the same SVD is done in float64 and the
+    factors are returned in the input dtype."""
+    try:
+        return torch.linalg.svd(X, full_matrices=full_matrices)
+    except torch.linalg.LinAlgError as err:
+        if X.dtype == F64:
+            raise torch.linalg.LinAlgError(f"SVD of a {tuple(X.shape)} float64 matrix did not "
+                                           f"converge: {err}") from err
+        U, S, Vh = torch.linalg.svd(X.to(F64), full_matrices=full_matrices)
+        return U.to(X.dtype), S.to(X.dtype), Vh.to(X.dtype)
+
+
 def _desc(w: torch.Tensor, Q: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Top-k eigenpairs (descending) of an ascending ``eigh`` result."""
     return w[-k:].flip(0), Q[:, -k:].flip(1)
 
 
 def _svd_exact(A: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    U, S, Vh = torch.linalg.svd(A.to(F64), full_matrices=False)
+    U, S, Vh = robust_svd(A.to(F64), full_matrices=False)
     return U[:, :k], S[:k], Vh[:k].T
 
 
@@ -184,7 +199,7 @@ class FastPolar:
                 self.P = X @ ((Q * w.rsqrt()) @ Q.T)
                 self.half = ((Q * w.sqrt()) @ Q.T).to(F64)
                 return
-        Px, s, Hh = torch.linalg.svd(X, full_matrices=False)
+        Px, s, Hh = robust_svd(X, full_matrices=False)
         self.P = Px @ Hh
         self.half = (Hh.T.to(F64) * s.to(F64)) @ Hh.to(F64)
 
@@ -203,7 +218,7 @@ class GramPolar:
         self.base = X64
         if w[0] <= cond * w[-1]:
             # rank-deficient: the polar factor is not unique; use the spec's SVD route
-            P, s, Qh = torch.linalg.svd(X64, full_matrices=False)
+            P, s, Qh = robust_svd(X64, full_matrices=False)
             self.base = P @ Qh
             self.W = torch.eye(self.c, dtype=F64, device=X.device)
             self.half = Qh.T @ (s[:, None] * Qh)

@@ -28,11 +28,12 @@ from typing import Sequence
 import torch
 
 from .base import KeyInfo, MergeMethod, MethodConfigError
+from .linalg import robust_svd
 
 
 def polar(a: torch.Tensor) -> torch.Tensor:
     """P Qᵀ for a = P Σ Qᵀ (thin SVD): the nearest matrix with orthonormal columns."""
-    p, _, qh = torch.linalg.svd(a, full_matrices=False)
+    p, _, qh = robust_svd(a, full_matrices=False)
     return p @ qh
 
 
@@ -83,7 +84,7 @@ def mda_components(taus: Sequence[torch.Tensor], k: int):
     """Top-k SVD triplets of each task, concatenated: (U_cat d_out×K, S_cat K, V_cat d_in×K)."""
     us, ss, vs = [], [], []
     for t in taus:
-        u, s, vh = torch.linalg.svd(t.float(), full_matrices=False)
+        u, s, vh = robust_svd(t.float(), full_matrices=False)
         u, vh = _canonical_sign(u[:, :k], vh[:k])
         us.append(u)
         ss.append(s[:k])

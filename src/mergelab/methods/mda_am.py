@@ -29,6 +29,7 @@ import torch
 from ..evaluate import ROTATION_PREFIX
 from .adamerging import EntropyMerging, softmax_entropy
 from .base import MergeContext, MethodConfigError, TaskVectorSource, is_matrix_key
+from .linalg import robust_svd
 from .mda import effective_k, mda_align, polar
 
 
@@ -57,7 +58,7 @@ def procrustes_rotation(sources: torch.Tensor, targets: torch.Tensor, eps: float
     """
     d = sources.shape[1]
     m = targets.double().T @ sources.double() + eps * torch.eye(d, dtype=torch.float64, device=sources.device)
-    p, _, qh = torch.linalg.svd(m)
+    p, _, qh = robust_svd(m)
     sign = torch.sign(torch.linalg.det(p @ qh))
     if sign == 0:
         sign = torch.ones((), dtype=torch.float64, device=sources.device)
