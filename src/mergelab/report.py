@@ -19,7 +19,7 @@ PRETTY = {
     "dare_ties": "DARE (TIES)", "consensus": "Consensus TA", "tsv_m": "TSV-M", "iso_c": "Iso-C",
     "iso_cts": "Iso-CTS", "wudi": "WUDI", "knots": "KnOTS", "dc_merge": "DC-Merge",
     "mda": "MDA (TA)", "adamerging": "AdaMerging (layer)", "adamerging_task": "AdaMerging (task)",
-    "mda_am": "MDA (AM)",
+    "mda_am": "MDA (AM)", "mda_am_norot": "MDA (AM, no rotation)",
 }
 
 
