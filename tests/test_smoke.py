@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
-import shutil
 import subprocess
 import sys
 import time
@@ -19,24 +17,14 @@ import pytest
 import yaml
 
 from mergelab import methods as M
+from mergelab.artifacts import job_counts
 from mergelab.config import load_config, method_regimes
 
-ROOT = Path(__file__).resolve().parents[1]
+from test_pipeline import ROOT, copy_workflow
+
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 
 pytestmark = pytest.mark.slow
-
-
-def copy_workflow(dst: Path) -> Path:
-    dst.mkdir(parents=True, exist_ok=True)
-    for name in ("Snakefile", "rules", "profiles", "src", "config", "envs", "report"):
-        src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dst / name, symlinks=True,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-        else:
-            shutil.copy2(src, dst / name)
-    return dst
 
 
 def snakemake(wd: Path, configfile: str, *args: str, timeout: int = 1200) -> subprocess.CompletedProcess:
@@ -57,10 +45,7 @@ def snakemake(wd: Path, configfile: str, *args: str, timeout: int = 1200) -> sub
 
 
 def planned(wd: Path, configfile: str) -> dict[str, int]:
-    out = snakemake(wd, configfile, "-n", "--quiet", "rules").stdout
-    return {m.group(1): int(m.group(2)) for m in
-            (re.match(r"^(\w+)\s+(\d+)$", ln.strip()) for ln in out.splitlines())
-            if m and m.group(1) != "total"}
+    return job_counts(snakemake(wd, configfile, "-n", "--quiet", "rules").stdout)
 
 
 def check_tables(wd: Path, cfg: dict) -> None:

@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
-import shutil
 import subprocess
 import sys
 import warnings
@@ -28,6 +26,9 @@ import torch
 import yaml
 from safetensors import safe_open
 from safetensors.torch import load_file
+
+from mergelab.artifacts import job_counts
+from test_pipeline import copy_workflow
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
@@ -70,10 +71,7 @@ def snakemake(wd: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 def planned(wd: Path, *args: str) -> dict[str, int]:
-    out = snakemake(wd, "-n", "--quiet", "rules", *args).stdout
-    return {m.group(1): int(m.group(2)) for m in
-            (re.match(r"^(\w+)\s+(\d+)$", ln.strip()) for ln in out.splitlines())
-            if m and m.group(1) != "total"}
+    return job_counts(snakemake(wd, "-n", "--quiet", "rules", *args).stdout)
 
 
 def make_fixtures(wd: Path) -> dict[str, dict[str, torch.Tensor]]:
@@ -132,12 +130,7 @@ def make_fixtures(wd: Path) -> dict[str, dict[str, torch.Tensor]]:
 
 
 def test_imported_checkpoints_end_to_end(tmp_path):
-    wd = tmp_path / "wf"
-    wd.mkdir()
-    for name in ("Snakefile", "rules", "profiles", "src", "config", "envs", "report"):
-        src = ROOT / name
-        (shutil.copytree(src, wd / name, symlinks=True, ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
-         if src.is_dir() else shutil.copy2(src, wd / name))
+    wd = copy_workflow(tmp_path / "wf")
     (wd / CFG).write_text(yaml.safe_dump(CONFIG, sort_keys=False))
 
     # θ0 first (the checkpoints below are built from it), then the whole DAG
