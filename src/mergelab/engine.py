@@ -4,7 +4,7 @@ from __future__ import annotations
 import math
 import sys
 from pathlib import Path
-from typing import Iterator, Mapping
+from typing import Callable, Iterator, Mapping, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -66,17 +66,24 @@ class Head:
 
 
 @torch.no_grad()
-def text_head(clip, tokenizer, classnames: list[str], templates: list[str],
-              device: torch.device) -> Head:
-    """Encode every template per class, L2-normalize, average, renormalize."""
-    clip = clip.to(device).eval()
+def head_from_texts(encode: Callable[[list[str]], torch.Tensor], classnames: Sequence[str],
+                    templates: Sequence[str], logit_scale: float) -> Head:
+    """Zero-shot head: per class, embed every template (``encode``: texts -> [n, d]),
+    L2-normalize, average, renormalize."""
     rows = []
     for name in classnames:
-        texts = [t.format(name) for t in templates]
-        tokens = tokenizer(texts).to(device)
-        emb = F.normalize(clip.encode_text(tokens).float(), dim=-1)
+        emb = F.normalize(encode([t.format(name) for t in templates]).float(), dim=-1)
         rows.append(F.normalize(emb.mean(dim=0), dim=-1))
-    return Head(torch.stack(rows).cpu(), clip.logit_scale.exp().item())
+    return Head(torch.stack(rows).cpu(), float(logit_scale))
+
+
+@torch.no_grad()
+def text_head(clip, tokenizer, classnames: list[str], templates: list[str],
+              device: torch.device) -> Head:
+    """Head from an open_clip model's text tower (see ``head_from_texts``)."""
+    clip = clip.to(device).eval()
+    return head_from_texts(lambda texts: clip.encode_text(tokenizer(texts).to(device)),
+                           classnames, templates, clip.logit_scale.exp().item())
 
 
 # ---------------------------------------------------------------------------- evaluation

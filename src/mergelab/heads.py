@@ -17,9 +17,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import torch
-import torch.nn.functional as F
 
-from .engine import Head, text_head
+from .engine import Head, head_from_texts, text_head
 from .io import ArtifactError, load_tensors
 from .models import create_open_clip, pick_device, tokenizer
 from .splits import task_classnames
@@ -70,12 +69,8 @@ def hf_text_head(model, tok, classnames: Sequence[str], templates: Sequence[str]
                  device: torch.device) -> Head:
     """A zero-shot head from a HF CLIPModel's text tower, built like ``engine.text_head``."""
     model = model.to(device).eval()
-    rows = []
-    for name in classnames:
-        emb = F.normalize(hf_text_embeddings(model, tok, [t.format(name) for t in templates],
-                                             device), dim=-1)
-        rows.append(F.normalize(emb.mean(dim=0), dim=-1))
-    return Head(torch.stack(rows).cpu(), model.logit_scale.exp().item())
+    return head_from_texts(lambda texts: hf_text_embeddings(model, tok, texts, device),
+                           classnames, templates, model.logit_scale.exp().item())
 
 
 def build_head(task: str, task_cfg: Mapping[str, Any], task_dir: str | Path,
