@@ -4,23 +4,18 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mergelab.evaluate import alpha_search_order, choose_alpha, choose_alpha_index
+from mergelab.evaluate import alpha_search, choose_alpha, choose_alpha_index
 
 
 def run_search(curve, search, stride=3):
-    scores: dict[int, float] = {}
-    gen = alpha_search_order(len(curve), search, stride)
-    batch = next(gen)
     evaluated = []
-    while True:
-        for i in batch:
-            assert i not in scores, "an α was evaluated twice"
-            scores[i] = float(curve[i])
-            evaluated.append(i)
-        try:
-            batch = gen.send(scores)
-        except StopIteration:
-            break
+
+    def score(i):
+        assert i not in evaluated, "an α was evaluated twice"
+        evaluated.append(i)
+        return float(curve[i])
+
+    scores = alpha_search(len(curve), score, search, stride)
     return choose_alpha_index(scores), evaluated
 
 
@@ -68,4 +63,4 @@ def test_coarse_to_fine_can_miss_a_narrow_second_peak():
 
 def test_unknown_search_is_an_error():
     with pytest.raises(ValueError, match="unknown alpha search"):
-        next(alpha_search_order(30, "bisect"))
+        alpha_search(30, lambda i: 0.0, "bisect")

@@ -126,7 +126,7 @@ def cmd_eval_merged(a):
     from .evaluate import eval_merged
     eval_merged(a.method, a.regime, a.suite, a.tasks, _evaluator_args(spec, a), a.merged,
                 a.individual, spec["alpha_grid"], a.out, spec, spec["seed"], a.merge_info,
-                alpha_search=spec.get("alpha_search", "grid"), alpha_stride=spec.get("alpha_stride", 3))
+                alpha_search_mode=spec.get("alpha_search", "grid"), alpha_stride=spec.get("alpha_stride", 3))
 
 
 def cmd_eval_generalization(a):

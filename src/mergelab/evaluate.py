@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
@@ -156,12 +156,9 @@ def choose_alpha(grid: Sequence[float], val_norm: Sequence[float]) -> int:
     return best_i
 
 
-def alpha_search_order(n: int, search: str = "grid", stride: int = 3):
-    """Generator protocol for the α search over a grid of ``n`` points.
-
-    Yields batches of grid indices to evaluate; ``send`` back nothing. After each
-    batch the caller's scores (``scores``: index -> mean normalized validation
-    accuracy, a dict the generator reads) decide the next batch.
+def alpha_search(n: int, score: Callable[[int], float], search: str = "grid", stride: int = 3,
+                 progress: Callable[[Iterable], Iterable] = lambda it: it) -> dict[int, float]:
+    """Scores (mean normalized validation accuracy) of the grid indices the search visits.
 
     * ``grid``: every point, in order (the protocol).
     * ``coarse_to_fine``: every ``stride``-th point (and the last), then every
@@ -169,15 +166,21 @@ def alpha_search_order(n: int, search: str = "grid", stride: int = 3):
       When the validation curve is unimodal over the grid this selects the same α
       as ``grid`` with about n/stride + 2·(stride−1) evaluations instead of n.
     """
-    if search == "grid" or n <= 2 * stride:
-        yield list(range(n))
-        return
-    if search != "coarse_to_fine":
+    if search not in ("grid", "coarse_to_fine"):
         raise ValueError(f"unknown alpha search '{search}' (grid, coarse_to_fine)")
-    coarse = sorted(set(range(0, n, stride)) | {n - 1})
-    scores = yield coarse
+    scores: dict[int, float] = {}
+
+    def visit(indices) -> None:
+        for i in progress([i for i in indices if i not in scores]):
+            scores[i] = score(i)
+
+    if search == "grid" or n <= 2 * stride:
+        visit(range(n))
+        return scores
+    visit(sorted(set(range(0, n, stride)) | {n - 1}))
     best = choose_alpha_index(scores)
-    yield [i for i in range(max(0, best - stride + 1), min(n, best + stride)) if i not in scores]
+    visit(range(max(0, best - stride + 1), min(n, best + stride)))
+    return scores
 
 
 def choose_alpha_index(scores: Mapping[int, float]) -> int:
@@ -190,7 +193,7 @@ def eval_merged(inst: str, regime: str, suite: str, tasks: Sequence[str],
                 evaluator_args: Mapping[str, Any], merged_path: str | Path,
                 individual_paths: Sequence[str | Path], grid: Sequence[float],
                 out_json: str | Path, config_subset: Mapping[str, Any], seed: int,
-                merge_info_path: str | Path | None = None, alpha_search: str = "grid",
+                merge_info_path: str | Path | None = None, alpha_search_mode: str = "grid",
                 alpha_stride: int = 3) -> dict[str, Any]:
     if not grid:
         raise ArtifactError(f"method '{inst}': empty α grid")
@@ -206,22 +209,17 @@ def eval_merged(inst: str, regime: str, suite: str, tasks: Sequence[str],
         if t not in indiv_val:
             raise ArtifactError(f"no individual accuracy for task '{t}' in {list(individual_paths)}")
     rows: dict[int, dict[str, Any]] = {}
-    scores: dict[int, float] = {}
-    search = alpha_search_order(len(grid), alpha_search, alpha_stride)
-    batch = next(search)
-    while True:
-        for i in progress(batch, desc=f"α {alpha_search} {inst}/{regime}/{suite}"):
-            a = grid[i]
-            accs = ev.all_tasks(tau, a, "validation")
-            norm = [acc / max(indiv_val[t], 1e-12) for acc, t in zip(accs, tasks)]
-            rows[i] = {"alpha": a, "accuracy": dict(zip(tasks, accs)),
-                       "mean_accuracy": sum(accs) / len(accs),
-                       "mean_normalized": sum(norm) / len(norm)}
-            scores[i] = rows[i]["mean_normalized"]
-        try:
-            batch = search.send(scores)
-        except StopIteration:
-            break
+
+    def score(i: int) -> float:
+        accs = ev.all_tasks(tau, grid[i], "validation")
+        norm = [acc / max(indiv_val[t], 1e-12) for acc, t in zip(accs, tasks)]
+        rows[i] = {"alpha": grid[i], "accuracy": dict(zip(tasks, accs)),
+                   "mean_accuracy": sum(accs) / len(accs),
+                   "mean_normalized": sum(norm) / len(norm)}
+        return rows[i]["mean_normalized"]
+
+    scores = alpha_search(len(grid), score, alpha_search_mode, alpha_stride,
+                          lambda it: progress(it, desc=f"α {alpha_search_mode} {inst}/{regime}/{suite}"))
     best = choose_alpha_index(scores)
     val_rows = [rows[i] for i in sorted(rows)]
     alpha = float(grid[best])
@@ -229,7 +227,7 @@ def eval_merged(inst: str, regime: str, suite: str, tasks: Sequence[str],
     test_acc = dict(zip(tasks, test))
     res = {
         "method": inst, "regime": regime, "suite": suite, "tasks": list(tasks),
-        "alpha": alpha, "alpha_grid": list(grid), "alpha_search": alpha_search,
+        "alpha": alpha, "alpha_grid": list(grid), "alpha_search": alpha_search_mode,
         "validation_curve": val_rows,
         "validation": rows[best]["accuracy"],
         "test": test_acc,
