@@ -23,10 +23,11 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 pytestmark = pytest.mark.slow
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess:
+def snakemake(workdir: Path, *args: str, check: bool = True,
+              env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     cmd = [SNAKEMAKE, "--cores", "2", "--configfile", "config/micro.yaml", *args]
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(workdir),
-           "PYTHONHASHSEED": "0"}
+           "PYTHONHASHSEED": "0", **(env_extra or {})}
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env, timeout=900)
     if check and proc.returncode != 0:
         raise AssertionError(f"snakemake {' '.join(args)} failed:\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}")
@@ -122,12 +123,19 @@ def test_method_code_change_reruns_its_merges(run_dir):
 
 
 def test_rerun_is_deterministic(run_dir, tmp_path):
-    """A second run from scratch gives identical metrics and merged tensors."""
+    """A second run from scratch gives identical metrics and tensors; it runs every job in
+    its own process (MERGELAB_FORKSERVER=off), the first one in children of the fork
+    server, so this also shows that the fork server does not change any result."""
     from mergelab.io import sha256_file
     wd2 = copy_workflow(tmp_path / "again")
-    snakemake(wd2)
+    snakemake(wd2, env_extra={"MERGELAB_FORKSERVER": "off"})
     a, b = results(run_dir), results(wd2)
-    for p in sorted((a / "merged").rglob("*.safetensors")):
+    logs = {p: p.read_text() for p in (a / "logs").rglob("*.log")}
+    forked = [p for p, text in logs.items() if "mergelab: job forked" in text]
+    assert len(forked) >= len(logs) // 2, f"{len(forked)} of {len(logs)} jobs used the fork server"
+    assert not any("mergelab: job forked" in p.read_text() for p in (b / "logs").rglob("*.log"))
+    for p in sorted((a / "merged").rglob("*.safetensors")) + sorted((a / "taskvectors").rglob(
+            "*.safetensors")) + sorted((a / "finetune").rglob("*.safetensors")):
         assert sha256_file(p) == sha256_file(b / p.relative_to(a)), p
     for p in sorted((a / "eval").rglob("*.json")):
         ja, jb = json.loads(p.read_text()), json.loads((b / p.relative_to(a)).read_text())

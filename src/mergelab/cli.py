@@ -321,6 +321,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``python -m mergelab.cli`` entry point: in a local Snakemake run the command runs
+    in a child of the pre-imported fork server (mergelab.forkserver), otherwise here."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    from . import forkserver
+    rc = forkserver.delegate(argv)
+    return run(argv) if rc is None else rc
+
+
+def run(argv: list[str]) -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s",
                         stream=sys.stderr)
     args = build_parser().parse_args(argv)

@@ -1,0 +1,125 @@
+"""The fork server (mergelab.forkserver): a command run through it behaves like the same
+command in a process of its own (output, exit status, working directory, signals), and
+it declines jobs whose environment differs in what the preloaded libraries read at
+import. The pipeline-level check (identical tensors and metrics with and without it) is
+tests/test_pipeline.py::test_rerun_is_deterministic."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from mergelab import forkserver
+
+ROOT = Path(__file__).resolve().parents[1]
+EXTRA = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+FORKED = "mergelab: job forked from the fork server"
+
+
+def test_env_difference_ignores_runtime_variables():
+    job = {"PATH": "/bin", "TMPDIR": "/a", "MERGELAB_GPU_SLOTS": "2", "OMP_NUM_THREADS": "1",
+           "HF_HOME": "/x"}
+    server = {"PATH": "/bin", "TMPDIR": "/b", "OMP_NUM_THREADS": "2"}
+    assert forkserver.env_difference(job, server) == ["HF_HOME", "OMP_NUM_THREADS"]
+
+
+@pytest.mark.parametrize("value", [None, "off", "/nonexistent/forkserver.sock"])
+def test_no_server_means_run_in_process(monkeypatch, value):
+    if value is None:
+        monkeypatch.delenv(forkserver.ENV, raising=False)
+    else:
+        monkeypatch.setenv(forkserver.ENV, value)
+    assert forkserver.delegate(["methods"]) is None
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    d = tmp_path_factory.mktemp("fs")
+    proc, path = forkserver.start(EXTRA, str(d))
+    deadline = time.monotonic() + 180
+    while not os.path.exists(path):
+        assert proc.poll() is None, "fork server exited"
+        assert time.monotonic() < deadline, "fork server not ready"
+        time.sleep(0.2)
+    env = {**os.environ, **EXTRA, forkserver.ENV: path}
+    yield env
+    proc.terminate()
+    proc.wait(timeout=30)
+    assert not os.path.exists(path)
+
+
+def cli(*args, env, cwd=ROOT, **kw):
+    return subprocess.run([sys.executable, "-m", "mergelab.cli", *args], env=env, cwd=cwd,
+                          capture_output=True, text=True, timeout=120, **kw)
+
+
+def test_same_output_and_status_as_own_process(server, tmp_path):
+    own = {k: v for k, v in server.items() if k != forkserver.ENV}
+    for args in (["methods"], ["validate-config", "config/config.yaml"]):
+        a, b = cli(*args, env=server), cli(*args, env=own)
+        assert FORKED in a.stderr and FORKED not in b.stderr
+        assert (a.returncode, a.stdout) == (b.returncode, b.stdout) == (0, b.stdout)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("seed: zero\n")
+    a, b = cli("validate-config", str(bad), env=server), cli("validate-config", str(bad), env=own)
+    assert FORKED in a.stderr and a.returncode == b.returncode != 0
+    assert "seed" in a.stderr and a.stderr.strip().splitlines()[-1] == b.stderr.strip().splitlines()[-1]
+
+
+def test_relative_paths_use_the_jobs_directory(server):
+    a = cli("validate-config", "config.yaml", env=server, cwd=ROOT / "config")
+    assert FORKED in a.stderr and a.returncode == 0 and "config.yaml: valid" in a.stdout
+
+
+def test_declines_a_different_environment(server):
+    env = {**server, "OMP_NUM_THREADS": "2"}
+    a = cli("methods", env=env)
+    assert "fork server not used: environment differs in OMP_NUM_THREADS" in a.stderr
+    assert FORKED not in a.stderr and a.returncode == 0 and "tsv_m" in a.stdout
+
+
+def _blocked_job(server, tmp_path):
+    """A job that blocks (reading a FIFO) in a fork-server child: (client, child pid)."""
+    fifo = tmp_path / "fifo.yaml"
+    os.mkfifo(fifo)
+    err = tmp_path / "stderr"
+    with open(err, "w") as fh:
+        client = subprocess.Popen([sys.executable, "-m", "mergelab.cli", "validate-config",
+                                   str(fifo)], env=server, cwd=ROOT, stdout=subprocess.DEVNULL,
+                                  stderr=fh)
+    deadline = time.monotonic() + 60
+    while not (m := re.search(r"fork server \(pid (\d+)\)", err.read_text())):
+        assert time.monotonic() < deadline and client.poll() is None, err.read_text()
+        time.sleep(0.1)
+    return client, int(m.group(1))
+
+
+def _gone(pid, timeout=30):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def test_signal_to_the_job_reaches_the_child(server, tmp_path):
+    client, child = _blocked_job(server, tmp_path)
+    client.send_signal(signal.SIGTERM)
+    assert client.wait(timeout=30) == 128 + signal.SIGTERM
+    assert _gone(child)
+
+
+def test_child_stops_when_the_job_process_is_killed(server, tmp_path):
+    client, child = _blocked_job(server, tmp_path)
+    client.kill()
+    client.wait(timeout=30)
+    assert _gone(child)
