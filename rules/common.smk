@@ -69,8 +69,12 @@ def start_forkserver():
     extra = {"PYTHONPATH": SRC + (f":{pp}" if pp else ""),
              "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY") or "PASSIVE"}
     extra.update({k: "1" for k in _THREAD_VARS})
-    directory = tempfile.mkdtemp(prefix="mergelab-")
-    proc, path = forkserver.start(extra, directory)
+    try:
+        directory = tempfile.mkdtemp(prefix="mergelab-")
+        proc, path = forkserver.start(extra, directory)
+    except OSError as exc:  # e.g. no writable temporary directory: jobs import for themselves
+        print(f"mergelab: fork server not started: {exc}", file=sys.stderr)
+        return
     _FORKSERVER.update(proc=proc, dir=directory)
     os.environ[forkserver.ENV] = path
 
@@ -97,6 +101,8 @@ onsuccess:
 
 onerror:
     stop_forkserver()
+
+
 TASKS = sorted({t for members in CFG["suites"].values() for t in members})
 SUITES = list(CFG["suites"])
 REGIMES = list(CFG["regimes"])
