@@ -61,7 +61,6 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS",
 
 def start_forkserver():
     import os
-    import tempfile
     from mergelab import forkserver
     if not workflow.local_exec or os.environ.get(forkserver.ENV):
         return
@@ -70,23 +69,20 @@ def start_forkserver():
              "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY") or "PASSIVE"}
     extra.update({k: "1" for k in _THREAD_VARS})
     try:
-        directory = tempfile.mkdtemp(prefix="mergelab-")
-        proc, path = forkserver.start(extra, directory)
+        proc, path = forkserver.start(extra)
     except OSError as exc:  # e.g. no writable temporary directory: jobs import for themselves
         print(f"mergelab: fork server not started: {exc}", file=sys.stderr)
         return
-    _FORKSERVER.update(proc=proc, dir=directory)
+    _FORKSERVER["proc"] = proc
     os.environ[forkserver.ENV] = path
 
 
 def stop_forkserver():
     import os
-    import shutil
     from mergelab import forkserver
     if _FORKSERVER:
-        _FORKSERVER["proc"].terminate()
+        _FORKSERVER["proc"].terminate()  # it removes its socket and directory
         _FORKSERVER["proc"].wait()
-        shutil.rmtree(_FORKSERVER["dir"], ignore_errors=True)
         os.environ.pop(forkserver.ENV, None)
         _FORKSERVER.clear()
 

@@ -39,9 +39,8 @@ def test_no_server_means_run_in_process(monkeypatch, value):
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    d = tmp_path_factory.mktemp("fs")
-    proc, path = forkserver.start(EXTRA, str(d))
+def server():
+    proc, path = forkserver.start(EXTRA)
     deadline = time.monotonic() + 180
     while not os.path.exists(path):
         assert proc.poll() is None, "fork server exited"
@@ -51,7 +50,7 @@ def server(tmp_path_factory):
     yield env
     proc.terminate()
     proc.wait(timeout=30)
-    assert not os.path.exists(path)
+    assert not os.path.exists(os.path.dirname(path))  # socket and its directory removed
 
 
 def cli(*args, env, cwd=ROOT, **kw):
@@ -123,3 +122,21 @@ def test_child_stops_when_the_job_process_is_killed(server, tmp_path):
     client.kill()
     client.wait(timeout=30)
     assert _gone(child)
+
+
+def test_server_exits_with_its_parent():
+    """Snakemake killed outright (no onerror hook): the server notices and cleans up."""
+    code = ("import time; from mergelab import forkserver; p, path = forkserver.start({}); "
+            "print(path, flush=True); time.sleep(600)")
+    parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    path = parent.stdout.readline().strip()
+    deadline = time.monotonic() + 180
+    while not os.path.exists(path):
+        assert time.monotonic() < deadline, "fork server not ready"
+        time.sleep(0.2)
+    parent.kill()
+    parent.wait(timeout=30)
+    deadline = time.monotonic() + 60
+    while os.path.exists(os.path.dirname(path)):
+        assert time.monotonic() < deadline, "fork server outlived its parent"
+        time.sleep(0.2)

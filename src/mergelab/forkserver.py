@@ -222,17 +222,20 @@ def serve(path: str, parent: int, idle_timeout: float = 600.0) -> None:
             conn.close()
     finally:
         sock.close()
-        try:
-            os.unlink(path)
-        except FileNotFoundError:
-            pass
+        for remove in (os.unlink, os.rmdir):  # the socket, then its directory if start() made it
+            try:
+                remove(path if remove is os.unlink else os.path.dirname(path))
+            except OSError:
+                pass
 
 
-def start(extra_env: Mapping[str, str], directory: str) -> tuple[Any, str]:
+def start(extra_env: Mapping[str, str]) -> tuple[Any, str]:
     """Start a server for this process (used by the Snakefile's ``onstart``) and return
-    (Popen, socket path). ``extra_env``: what the jobs' shell adds to the environment."""
+    (Popen, socket path). ``extra_env``: what the jobs' shell adds to the environment.
+    The socket lives in a new private temporary directory, removed when the server exits."""
     import subprocess
-    path = os.path.join(directory, "forkserver.sock")
+    import tempfile
+    path = os.path.join(tempfile.mkdtemp(prefix="mergelab-"), "forkserver.sock")
     env = dict(os.environ)
     env.update(extra_env)
     env.pop(ENV, None)
