@@ -73,16 +73,18 @@ def start_forkserver():
     except OSError as exc:  # e.g. no writable temporary directory: jobs import for themselves
         print(f"mergelab: fork server not started: {exc}", file=sys.stderr)
         return
-    _FORKSERVER["proc"] = proc
+    _FORKSERVER.update(proc=proc, path=path)
     os.environ[forkserver.ENV] = path
 
 
 def stop_forkserver():
     import os
+    import shutil
     from mergelab import forkserver
     if _FORKSERVER:
-        _FORKSERVER["proc"].terminate()  # it removes its socket and directory
-        _FORKSERVER["proc"].wait()
+        _FORKSERVER["proc"].terminate()  # a running server removes its socket and directory;
+        _FORKSERVER["proc"].wait()  # one still importing dies at once, so remove them here too
+        shutil.rmtree(os.path.dirname(_FORKSERVER["path"]), ignore_errors=True)
         os.environ.pop(forkserver.ENV, None)
         _FORKSERVER.clear()
 
