@@ -2,7 +2,9 @@
 # become `params` (so a changed value reruns exactly the jobs that use it).
 
 import json
+import os
 import re
+import shlex
 import sys
 from pathlib import Path
 
@@ -26,12 +28,18 @@ R = CFG["results_dir"]
 D = CFG["data"]["root"]
 LOGS = f"{R}/logs"
 SRC = str(Path(workflow.basedir) / "src")
+# What every job's shell exports (also the fork server's environment, below).
 # Rules call `python -m mergelab.cli`; the package is importable from the checkout too.
 # OMP_WAIT_POLICY=PASSIVE: OpenMP threads sleep instead of spinning, which keeps torch
 # fast when jobs share cores (measured 7x faster pretraining on a loaded 2-core box).
+JOB_ENV = {
+    "PYTHONPATH": ":".join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p),
+    "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY") or "PASSIVE",
+}
 shell.prefix(
-    f"export PYTHONPATH={SRC}${{{{PYTHONPATH:+:$PYTHONPATH}}}} "
-    "OMP_WAIT_POLICY=${{OMP_WAIT_POLICY:-PASSIVE}}; "
+    "export "
+    + " ".join(f"{k}={shlex.quote(v)}" for k, v in JOB_ENV.items()).replace("{", "{{").replace("}", "}}")
+    + "; "
 )
 
 
@@ -39,7 +47,6 @@ def _gpu_slots():
     """Local runs with `--resources gpu=N`, N > 1 (profiles/multigpu): jobs take distinct
     GPUs through mergelab.gpuslots (docs/cluster.md). Off under cluster executors (SLURM
     pins GPUs itself) and when MERGELAB_GPU_SLOTS is already set (it then wins)."""
-    import os
     n = workflow.global_resources.get("gpu")
     n = getattr(n, "value", n)
     if workflow.local_exec and isinstance(n, int) and n > 1:
@@ -51,8 +58,8 @@ _gpu_slots()
 
 # Local runs: jobs run in children of a fork server that has imported torch, open_clip,
 # transformers and datasets once (src/mergelab/forkserver.py), instead of spending ~8 s
-# each importing them. Its environment is what the jobs' shell sets up (the prefix above
-# and Snakemake's thread variables for a 1-thread job); jobs whose environment differs
+# each importing them. Its environment is what the jobs' shell sets up (JOB_ENV and the
+# thread variables Snakemake sets for a 1-thread job); jobs whose environment differs
 # (more threads, --use-conda) run in their own process. MERGELAB_FORKSERVER=off disables it.
 _FORKSERVER = {}
 _THREAD_VARS = ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS",
@@ -60,16 +67,11 @@ _THREAD_VARS = ("OMP_NUM_THREADS", "GOTO_NUM_THREADS", "OPENBLAS_NUM_THREADS",
 
 
 def start_forkserver():
-    import os
     from mergelab import forkserver
     if not workflow.local_exec or os.environ.get(forkserver.ENV):
         return
-    pp = os.environ.get("PYTHONPATH")
-    extra = {"PYTHONPATH": SRC + (f":{pp}" if pp else ""),
-             "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY") or "PASSIVE"}
-    extra.update({k: "1" for k in _THREAD_VARS})
     try:
-        proc, path = forkserver.start(extra)
+        proc, path = forkserver.start({**JOB_ENV, **{k: "1" for k in _THREAD_VARS}})
     except OSError as exc:  # e.g. no writable temporary directory: jobs import for themselves
         print(f"mergelab: fork server not started: {exc}", file=sys.stderr)
         return
@@ -78,7 +80,6 @@ def start_forkserver():
 
 
 def stop_forkserver():
-    import os
     import shutil
     from mergelab import forkserver
     if _FORKSERVER:

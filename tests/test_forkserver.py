@@ -38,14 +38,18 @@ def test_no_server_means_run_in_process(monkeypatch, value):
     assert forkserver.delegate(["methods"]) is None
 
 
+def wait_for(condition, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, what
+        time.sleep(0.1)
+
+
 @pytest.fixture(scope="module")
 def server():
     proc, path = forkserver.start(EXTRA)
-    deadline = time.monotonic() + 180
-    while not os.path.exists(path):
-        assert proc.poll() is None, "fork server exited"
-        assert time.monotonic() < deadline, "fork server not ready"
-        time.sleep(0.2)
+    wait_for(lambda: os.path.exists(path) or proc.poll() is not None, 180, "fork server not ready")
+    assert proc.poll() is None, "fork server exited"
     env = {**os.environ, **EXTRA, forkserver.ENV: path}
     yield env
     proc.terminate()
@@ -92,36 +96,33 @@ def _blocked_job(server, tmp_path):
         client = subprocess.Popen([sys.executable, "-m", "mergelab.cli", "validate-config",
                                    str(fifo)], env=server, cwd=ROOT, stdout=subprocess.DEVNULL,
                                   stderr=fh)
-    deadline = time.monotonic() + 60
-    while not (m := re.search(r"fork server \(pid (\d+)\)", err.read_text())):
-        assert time.monotonic() < deadline and client.poll() is None, err.read_text()
-        time.sleep(0.1)
+    wait_for(lambda: "fork server (pid" in err.read_text() or client.poll() is not None, 60,
+             "job did not start")
+    m = re.search(r"fork server \(pid (\d+)\)", err.read_text())
+    assert m and client.poll() is None, err.read_text()
     return client, int(m.group(1))
 
 
-def _gone(pid, timeout=30):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return True
-        time.sleep(0.1)
-    return False
+def _alive(pid) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def test_signal_to_the_job_reaches_the_child(server, tmp_path):
     client, child = _blocked_job(server, tmp_path)
     client.send_signal(signal.SIGTERM)
     assert client.wait(timeout=30) == 128 + signal.SIGTERM
-    assert _gone(child)
+    wait_for(lambda: not _alive(child), 30, "the child kept running")
 
 
 def test_child_stops_when_the_job_process_is_killed(server, tmp_path):
     client, child = _blocked_job(server, tmp_path)
     client.kill()
     client.wait(timeout=30)
-    assert _gone(child)
+    wait_for(lambda: not _alive(child), 30, "the child kept running")
 
 
 def test_server_exits_with_its_parent():
@@ -130,13 +131,8 @@ def test_server_exits_with_its_parent():
             "print(path, flush=True); time.sleep(600)")
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     path = parent.stdout.readline().strip()
-    deadline = time.monotonic() + 180
-    while not os.path.exists(path):
-        assert time.monotonic() < deadline, "fork server not ready"
-        time.sleep(0.2)
+    wait_for(lambda: os.path.exists(path), 180, "fork server not ready")
     parent.kill()
     parent.wait(timeout=30)
-    deadline = time.monotonic() + 60
-    while os.path.exists(os.path.dirname(path)):
-        assert time.monotonic() < deadline, "fork server outlived its parent"
-        time.sleep(0.2)
+    wait_for(lambda: not os.path.exists(os.path.dirname(path)), 60,
+             "fork server outlived its parent")

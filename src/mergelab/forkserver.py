@@ -25,7 +25,6 @@ import signal
 import socket
 import struct
 import sys
-import time
 from typing import Any, Mapping
 
 ENV = "MERGELAB_FORKSERVER"
@@ -146,6 +145,7 @@ def _child(conn: socket.socket, server_env: dict[str, str], added: dict[str, str
     tempfile.tempdir = None  # re-read TMPDIR
     sys.argv = [sys.argv[0]] + list(req["argv"])
     conn.sendall(b"P" + _RC.pack(os.getpid()))
+    reported = []  # set once the exit status is sent: the job then closes the connection
     print(f"mergelab: job forked from the fork server (pid {os.getpid()})", file=sys.stderr,
           flush=True)
 
@@ -157,7 +157,8 @@ def _child(conn: socket.socket, server_env: dict[str, str], added: dict[str, str
                 pass
         except OSError:
             pass
-        os.killpg(0, signal.SIGTERM)
+        if not reported:
+            os.killpg(0, signal.SIGTERM)
 
     threading.Thread(target=watch, daemon=True).start()
     rc = 1
@@ -182,14 +183,15 @@ def _child(conn: socket.socket, server_env: dict[str, str], added: dict[str, str
             logging.shutdown()
             sys.stdout.flush()
             sys.stderr.flush()
+            reported.append(rc)
             conn.sendall(_RC.pack(rc))
         finally:
             os._exit(rc)
 
 
-def serve(path: str, parent: int, idle_timeout: float = 600.0) -> None:
-    """Preload, then fork a child per connection until the parent process (Snakemake) is
-    gone, SIGTERM, or ``idle_timeout`` seconds without a job."""
+def serve(path: str, parent: int) -> None:
+    """Preload, then fork a child per connection until SIGTERM or until the parent process
+    (Snakemake) is gone. No idle timeout: at paper scale a single job can run for hours."""
     import importlib
     server_env = dict(os.environ)
     for name in PRELOAD:
@@ -207,14 +209,12 @@ def serve(path: str, parent: int, idle_timeout: float = 600.0) -> None:
     sock.listen(64)
     os.replace(tmp, path)  # the socket appears only once the server is ready
     sock.settimeout(1.0)
-    last = time.monotonic()
     try:
-        while not stop and os.getppid() == parent and time.monotonic() - last < idle_timeout:
+        while not stop and os.getppid() == parent:
             try:
                 conn, _ = sock.accept()
             except (socket.timeout, InterruptedError):
                 continue
-            last = time.monotonic()
             if os.fork() == 0:
                 sock.close()
                 conn.settimeout(None)
@@ -222,11 +222,8 @@ def serve(path: str, parent: int, idle_timeout: float = 600.0) -> None:
             conn.close()
     finally:
         sock.close()
-        for remove in (os.unlink, os.rmdir):  # the socket, then its directory if start() made it
-            try:
-                remove(path if remove is os.unlink else os.path.dirname(path))
-            except OSError:
-                pass
+        import shutil
+        shutil.rmtree(os.path.dirname(path), ignore_errors=True)  # made by start() for it
 
 
 def start(extra_env: Mapping[str, str]) -> tuple[Any, str]:
