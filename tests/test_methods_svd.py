@@ -428,3 +428,18 @@ def test_iso_cts_survives_a_float32_svd_failure(monkeypatch):
     got = build("iso_cts").merge_key(taus, info)
     assert torch.allclose(got, expected, atol=1e-4 * float(expected.abs().max()))
     assert L.FAST_MIN_R <= 400
+
+
+def test_robust_svd_of_a_large_wide_matrix_goes_through_its_transpose():
+    """Wide matrices of at least FAST_MIN_R rows are decomposed as their transpose (LAPACK
+    is ~2x faster on the tall side); the factors have torch.linalg.svd's shapes and meaning."""
+    from mergelab.methods import linalg as L
+    X = torch.randn(L.FAST_MIN_R, L.FAST_MIN_R + 100, generator=torch.Generator().manual_seed(0))
+    U, S, Vh = L.robust_svd(X)
+    r = L.FAST_MIN_R
+    assert U.shape == (r, r) and S.shape == (r,) and Vh.shape == (r, r + 100)
+    assert torch.allclose((U * S) @ Vh, X, atol=1e-4)
+    assert torch.allclose(U.T @ U, torch.eye(r), atol=1e-4)
+    assert torch.allclose(Vh @ Vh.T, torch.eye(r), atol=1e-4)
+    assert torch.allclose(S, torch.linalg.svdvals(X), rtol=1e-4)
+    assert bool((S[:-1] >= S[1:]).all())

@@ -37,6 +37,13 @@ def robust_svd(X: torch.Tensor, full_matrices: bool = False):
     fail to converge in float32 on some matrices (seen on ViT-B-32 ``out_proj``
     Iso-CTS blocks with one thread). Then the same SVD is done in float64 and the
     factors are returned in the input dtype."""
+    m, n = X.shape[-2:]
+    if m < n and m >= FAST_MIN_R and not full_matrices:
+        # LAPACK's SVD of a wide matrix is about twice as slow as that of its transpose
+        # (768×3072: 0.64 s vs 0.31 s on one core); small matrices keep the default
+        # orientation, so the small-model results are bit-identical to before
+        V, S, Uh = robust_svd(X.mT)
+        return Uh.mT, S, V.mT
     try:
         return torch.linalg.svd(X, full_matrices=full_matrices)
     except torch.linalg.LinAlgError as err:

@@ -19,6 +19,14 @@ No public code exists; the interpretation, and why, is written down in
 Vector keys merge as the mean. Singular vectors have an arbitrary sign and the
 ETF centring is sign dependent, so every component is put in a canonical sign
 first (largest-magnitude entry of its left vector positive).
+
+Speed: large keys (min side >= ``linalg.FAST_MIN_R``: the ViT-B/L matrices) take the
+top-k triplets of all tasks at once and the polar factors the way TSV-M does
+(``linalg.top_svd_batched`` / ``FastPolar``) instead of a full SVD per task and an
+SVD per polar factor; ``exact: true`` (and every small key) keeps the full-SVD route.
+The signs of a singular pair are arbitrary in both routes, and polar(U·D) = polar(U)·D
+for a diagonal sign matrix D, so after the canonical signs both give the same τm up to
+rounding (tests/test_methods_data_free.py compares them; docs/benchmarks.md times them).
 """
 from __future__ import annotations
 
@@ -28,7 +36,7 @@ from typing import Sequence
 import torch
 
 from .base import KeyInfo, MergeMethod, MethodConfigError
-from .linalg import robust_svd
+from .linalg import FAST_MIN_R, FastPolar, robust_svd, top_svd_batched
 
 
 def polar(a: torch.Tensor) -> torch.Tensor:
@@ -80,9 +88,22 @@ def _canonical_sign(u: torch.Tensor, vh: torch.Tensor) -> tuple[torch.Tensor, to
     return u * signs, vh * signs[:, None]
 
 
-def mda_components(taus: Sequence[torch.Tensor], k: int):
-    """Top-k SVD triplets of each task, concatenated: (U_cat d_out×K, S_cat K, V_cat d_in×K)."""
+def use_fast(shape, exact: bool) -> bool:
+    return not exact and min(shape) >= FAST_MIN_R
+
+
+def mda_components(taus: Sequence[torch.Tensor], k: int, exact: bool = False):
+    """Top-k SVD triplets of each task, canonical signs, concatenated:
+    (U_cat d_out×K, S_cat K, V_cat d_in×K), float32."""
     us, ss, vs = [], [], []
+    if use_fast(taus[0].shape, exact):
+        U, S, V = top_svd_batched(torch.stack([t.float() for t in taus]), k)
+        for t in range(len(taus)):
+            u, vh = _canonical_sign(U[t], V[t].T)
+            us.append(u)
+            ss.append(S[t].float())
+            vs.append(vh.T)
+        return torch.cat(us, dim=1), torch.cat(ss), torch.cat(vs, dim=1)
     for t in taus:
         u, s, vh = robust_svd(t.float(), full_matrices=False)
         u, vh = _canonical_sign(u[:, :k], vh[:k])
@@ -101,18 +122,21 @@ def etf_align(basis: torch.Tensor) -> torch.Tensor:
     return math.sqrt(k / (k - 1)) * centred
 
 
-def mda_align(taus: Sequence[torch.Tensor], k: int) -> dict[str, torch.Tensor]:
+def mda_align(taus: Sequence[torch.Tensor], k: int, exact: bool = False) -> dict[str, torch.Tensor]:
     """All intermediate quantities of Algorithm 1 for one matrix key."""
-    u_cat, s_cat, v_cat = mda_components(taus, k)
-    u_perp, v_perp = polar(u_cat), polar(v_cat)
+    u_cat, s_cat, v_cat = mda_components(taus, k, exact)
+    if use_fast(taus[0].shape, exact):
+        u_perp, v_perp = FastPolar(u_cat).P, FastPolar(v_cat).P
+    else:
+        u_perp, v_perp = polar(u_cat), polar(v_cat)
     u_etf = etf_align(u_perp)
     return {"u_cat": u_cat, "s_cat": s_cat, "v_cat": v_cat,
             "u_perp": u_perp, "v_perp": v_perp, "u_etf": u_etf}
 
 
-def mda_delta_etf(taus: Sequence[torch.Tensor], k: int) -> dict[str, float]:
+def mda_delta_etf(taus: Sequence[torch.Tensor], k: int, exact: bool = False) -> dict[str, float]:
     """ΔETF of the concatenated task directions before alignment, after orthogonalisation, after ETF alignment."""
-    a = mda_align(taus, k)
+    a = mda_align(taus, k, exact)
     return {"before": delta_etf(a["u_cat"]), "orthogonal": delta_etf(a["u_perp"]),
             "after": delta_etf(a["u_etf"]), "K": int(a["u_cat"].shape[1])}
 
@@ -122,12 +146,14 @@ class Mda(MergeMethod):
 
     name = "mda"
     alpha_grid = "svd"  # see docs/mda.md ("α grid")
-    defaults = {"k_fraction": None}
+    defaults = {"k_fraction": None, "exact": False}
 
     def validate(self) -> None:
         f = self.params["k_fraction"]
         if f is not None and (not isinstance(f, (int, float)) or isinstance(f, bool) or not 0 < f <= 1):
             raise MethodConfigError(f"method 'mda': k_fraction must be None or in (0, 1], got {f!r}")
+        if not isinstance(self.params["exact"], bool):
+            raise MethodConfigError(f"method 'mda': exact must be a bool, got {self.params['exact']!r}")
 
     def merge_key(self, taus: Sequence[torch.Tensor], info: KeyInfo) -> torch.Tensor:
         shape = taus[0].shape
@@ -135,5 +161,5 @@ class Mda(MergeMethod):
             return torch.stack([t.float() for t in taus]).mean(dim=0)
         lora_rank = info.lora_rank if info.regime == "lora" else None
         k = effective_k(shape[0], shape[1], len(taus), self.params["k_fraction"], lora_rank)
-        a = mda_align(taus, k)
+        a = mda_align(taus, k, self.params["exact"])
         return (a["u_etf"] * a["s_cat"]) @ a["v_perp"].T

@@ -79,6 +79,7 @@ class MdaAM(EntropyMerging):
     defaults: Mapping[str, Any] = {
         **EntropyMerging.defaults,
         "k_fraction": None,        # Algorithm 1's k (None = 1/T of d_out), for the rank-k sweep
+        "exact": False,            # Algorithm 1 by full SVDs on large keys too (see ``mda``)
         "rotation": True,          # False: Rt ≡ I (the "without rotation" ablation)
         "etf_weight": 0.8,         # α of the paper
         "procrustes_weight": 0.2,  # β of the paper
@@ -93,6 +94,8 @@ class MdaAM(EntropyMerging):
         f = p["k_fraction"]
         if f is not None and (not isinstance(f, (int, float)) or isinstance(f, bool) or not 0 < f <= 1):
             raise MethodConfigError(f"method 'mda_am': k_fraction must be None or in (0, 1], got {f!r}")
+        if not isinstance(p["exact"], bool):
+            raise MethodConfigError(f"method 'mda_am': exact must be a bool, got {p['exact']!r}")
         if not isinstance(p["rotation"], bool):
             raise MethodConfigError(f"method 'mda_am': rotation must be true or false, got {p['rotation']!r}")
         for k in ("etf_weight", "procrustes_weight", "procrustes_eps"):
@@ -118,7 +121,7 @@ class MdaAM(EntropyMerging):
                 out[key] = (torch.stack(taus) / n).cpu()
                 continue
             k = effective_k(shape[0], shape[1], n, self.params["k_fraction"], lora_rank)
-            a = mda_align(taus, k)
+            a = mda_align(taus, k, self.params["exact"])
             us = a["u_etf"] * a["s_cat"]
             out[key] = torch.stack([us[:, t * k:(t + 1) * k] @ a["v_perp"][:, t * k:(t + 1) * k].T
                                     for t in range(n)]).cpu()
