@@ -5,13 +5,13 @@ For each matrix of one transformer block (in_proj 2304×768, out_proj 768×768, 
 it times, on the given number of threads:
 
 * plain: T full float32 SVDs plus the two SVD-based polar factors (the public code);
-* ours, by stage, the same steps as ``linalg.top_svd_batched`` + ``FastPolar``: forming the
-  T Gram matrices, the Gram power steps, the two-sided step, the Rayleigh–Ritz step, the
-  polar factor of the concatenated U's and V's, and the final product.
+* ours, by stage: ``linalg.top_svd_batched`` (forming the T Gram matrices, the Gram power
+  steps, the two-sided step, the Rayleigh–Ritz step; it reports them through its ``lap``
+  hook), the polar factors (``FastPolar``) of the concatenated U's and V's, and the final
+  product, as ``TSVMerge.merge_key`` does them.
 
-The stages are re-run here one by one (the production function does not time itself); the
-script checks that its stage-by-stage τm equals ``TSVMerge.merge_key``'s, so the table
-cannot drift from the code. It prints a Markdown table and the bound on the speed-up that
+The script also checks that its τm equals ``TSVMerge.merge_key``'s, so the table cannot
+drift from the method. It prints a Markdown table and the bound on the speed-up that
 the Gram products and the polar factors alone leave (docs/benchmarks.md, "Where a 5×
 speed-up at T = 8 would have to come from").
 
@@ -46,43 +46,27 @@ class Clock:
 
 
 def ours_by_stage(A: torch.Tensor, k: int) -> tuple[dict[str, float], torch.Tensor]:
-    """TSV-M's fast route on A [T, m, n], timed per stage; returns (seconds, τm)."""
+    """TSV-M's fast route on A [T, m, n], timed per stage; returns (seconds, τm).
+
+    Runs the package's own functions (``top_svd_batched`` reports its stages through
+    ``lap``); the assembly is ``TSVMerge.merge_key``'s."""
     from mergelab.methods import linalg as L
     from mergelab.methods.tsv import cat_tasks
-    F32, F64 = torch.float32, torch.float64
-    T, m, n = A.shape
-    X = A if m >= n else A.mT                     # tall orientation, as top_svd_batched
-    b = 2 * k
     sec: dict[str, float] = {}
-    g = torch.Generator().manual_seed(0)
-    Z = torch.randn((T, X.shape[2], b), generator=g, dtype=F32)
     c = Clock()
-    X = X.contiguous()
-    Xt = X.mT.contiguous()
-    G = Xt @ X
-    sec["gram"] = c.lap()
-    for _ in range(L.G_ITERS):
-        Z = L._orth(G @ Z)
-    sec["gram steps"] = c.lap()
-    for _ in range(L.A_ITERS):
-        Z = L._orth(Xt @ L._orth(X @ Z))
-    sec["two-sided step"] = c.lap()
-    Q = L._orth(X @ Z)
-    B = (Xt @ Q).mT.to(F64)
-    w, W = torch.linalg.eigh(B @ B.mT)
-    w, W = w[:, -k:].flip(1), W[:, :, -k:].flip(2)
-    S = w.clamp_min(0).sqrt()
-    U = Q @ W.to(F32)
-    V = ((B.mT @ W) / S[:, None, :]).to(F32)
-    if m < n:
-        U, V = V, U
-    sec["Rayleigh–Ritz"] = c.lap()
+
+    def lap(stage: str) -> None:
+        sec[stage] = c.lap()
+
+    U, S, V = L.top_svd_batched(A, k, lap=lap)
     pu = L.FastPolar(cat_tasks(U))
-    sec["polar U"] = c.lap()
+    lap("polar U")
     pv = L.FastPolar(cat_tasks(V))
-    sec["polar V"] = c.lap()
-    out = (pu.P * S.reshape(-1).to(F32)) @ pv.P.T
-    sec["product"] = c.lap()
+    lap("polar V")
+    out = (pu.P * S.reshape(-1).to(torch.float32)) @ pv.P.T
+    lap("product")
+    if list(sec) != STAGES:
+        raise SystemExit(f"top_svd_batched did not take the power-step route (stages: {list(sec)})")
     return sec, out
 
 

@@ -26,6 +26,8 @@ given machine is measured by benchmarks/bench_merge.py, see docs/benchmarks.md):
 """
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
 
 F64 = torch.float64
@@ -143,31 +145,40 @@ def _orth(Y: torch.Tensor) -> torch.Tensor:
 
 
 def top_svd_batched(A: torch.Tensor, k: int, *, exact: bool = False, block: int | None = None,
-                    g_iters: int = G_ITERS, a_iters: int = A_ITERS, seed: int = 0):
+                    g_iters: int = G_ITERS, a_iters: int = A_ITERS, seed: int = 0,
+                    lap: Callable[[str], None] | None = None):
     """Top-k triplets of every A[t] (A: [T, m, n] float32).
 
     Returns U [T, m, k] (float32), S [T, k] (float64, descending), V [T, n, k] (float32).
+    ``lap(stage)``, if given, is called after each stage of the power-step route ("gram",
+    "gram steps", "two-sided step", "Rayleigh–Ritz"; benchmarks/profile_stages.py times them).
     """
     T, m, n = A.shape
     if m < n:
         V, S, U = top_svd_batched(A.mT, k, exact=exact, block=block, g_iters=g_iters,
-                                  a_iters=a_iters, seed=seed)
+                                  a_iters=a_iters, seed=seed, lap=lap)
         return U, S, V
+    mark = lap or (lambda stage: None)
     A = A.to(F32)
     b = min(n, block if block is not None else 2 * k)
     if exact or n < FAST_MIN_R or b > 0.6 * n or k == 0:
         return _exact_batched(A, k)
     g = torch.Generator(device=A.device).manual_seed(seed)
     Z = torch.randn((T, n, b), generator=g, device=A.device, dtype=F32)
+    # bmm with contiguous operands is faster. Aᵀ first: for a wide input (A = its transposed
+    # view) Aᵀ is already contiguous and only A is copied.
+    At = A.mT.contiguous()
     A = A.contiguous()
-    At = A.mT.contiguous()                          # bmm with contiguous operands is faster
     if g_iters:
         G = At @ A
+        mark("gram")
         for _ in range(g_iters):
             Z = _orth(G @ Z)
         del G
+        mark("gram steps")
     for _ in range(a_iters):
         Z = _orth(At @ _orth(A @ Z))
+    mark("two-sided step")
     Q = _orth(A @ Z)
     B = (At @ Q).mT.to(F64)                         # [T, b, n] = QᵀA
     del At
@@ -178,6 +189,7 @@ def top_svd_batched(A: torch.Tensor, k: int, *, exact: bool = False, block: int 
         return _exact_batched(A, k)
     U = Q @ W.to(F32)
     V = ((B.mT @ W) / S[:, None, :]).to(F32)
+    mark("Rayleigh–Ritz")
     return U, S, V
 
 

@@ -20,10 +20,10 @@ Vector keys merge as the mean. Singular vectors have an arbitrary sign and the
 ETF centring is sign dependent, so every component is put in a canonical sign
 first (largest-magnitude entry of its left vector positive).
 
-Speed: large keys (min side >= ``linalg.FAST_MIN_R``: the ViT-B/L matrices) take the
-top-k triplets of all tasks at once and the polar factors the way TSV-M does
-(``linalg.top_svd_batched`` / ``FastPolar``) instead of a full SVD per task and an
-SVD per polar factor; ``exact: true`` (and every small key) keeps the full-SVD route.
+Speed: large keys (``tsv.use_fast``: min side >= ``linalg.FAST_MIN_R``, the ViT-B/L
+matrices) take the top-k triplets of all tasks at once and the polar factors the way
+TSV-M does (``tsv.task_triplets_fast`` / ``linalg.FastPolar``) instead of a full SVD per
+task and an SVD per polar factor; ``exact: true`` (and every small key) keeps the full-SVD route.
 The signs of a singular pair are arbitrary in both routes, and polar(U·D) = polar(U)·D
 for a diagonal sign matrix D, so after the canonical signs both give the same τm up to
 rounding (tests/test_methods_data_free.py compares them; docs/benchmarks.md times them).
@@ -36,7 +36,8 @@ from typing import Sequence
 import torch
 
 from .base import KeyInfo, MergeMethod, MethodConfigError
-from .linalg import FAST_MIN_R, FastPolar, robust_svd, top_svd_batched
+from .linalg import FastPolar, robust_svd
+from .tsv import task_triplets_fast, use_fast
 
 
 def polar(a: torch.Tensor) -> torch.Tensor:
@@ -88,16 +89,12 @@ def _canonical_sign(u: torch.Tensor, vh: torch.Tensor) -> tuple[torch.Tensor, to
     return u * signs, vh * signs[:, None]
 
 
-def use_fast(shape, exact: bool) -> bool:
-    return not exact and min(shape) >= FAST_MIN_R
-
-
 def mda_components(taus: Sequence[torch.Tensor], k: int, exact: bool = False):
     """Top-k SVD triplets of each task, canonical signs, concatenated:
     (U_cat d_out×K, S_cat K, V_cat d_in×K), float32."""
     us, ss, vs = [], [], []
     if use_fast(taus[0].shape, exact):
-        U, S, V = top_svd_batched(torch.stack([t.float() for t in taus]), k)
+        U, S, V = task_triplets_fast(taus, k)
         for t in range(len(taus)):
             u, vh = _canonical_sign(U[t], V[t].T)
             us.append(u)
