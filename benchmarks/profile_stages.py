@@ -51,7 +51,7 @@ def ours_by_stage(A: torch.Tensor, k: int) -> tuple[dict[str, float], torch.Tens
     Runs the package's own functions (``top_svd_batched`` reports its stages through
     ``lap``); the assembly is ``TSVMerge.merge_key``'s."""
     from mergelab.methods import linalg as L
-    from mergelab.methods.tsv import cat_tasks
+    from mergelab.methods.linalg import cat_tasks
     sec: dict[str, float] = {}
     c = Clock()
 

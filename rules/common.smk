@@ -201,6 +201,29 @@ def method_needs_data(method):
     return _methods.get_method(METHODS[method]["method"]).needs_data
 
 
+def method_uses_basis(method):
+    """Merges that read the suite's shared decomposition (the decompose rule): TSV-M, DC-Merge,
+    MDA and MDA AM unless `exact: true`, when the config's shared_basis is on."""
+    if not CFG["shared_basis"]:
+        return False
+    spec = METHODS[method]
+    return _methods.build(spec["method"], **spec.get("params", {})).uses_shared_basis()
+
+
+def decompose_spec(regime):
+    s = {"seed": CFG["seed"], "device": CFG["device"]}
+    if regime == "lora":
+        s["lora_rank"] = CFG["finetune"]["lora"]["rank"]
+    return s
+
+
+def basis_sources():
+    """Code whose edits rerun the decompositions: mergelab/basis.py and the methods' linalg."""
+    base = Path(workflow.basedir)
+    files = [base / "src" / "mergelab" / "basis.py"] + list(_methods.source_files("tsv_m"))
+    return sorted({str(Path(p).relative_to(base)) for p in files})
+
+
 def method_sources(method):
     """The method's module and the shared base: editing either reruns its merges."""
     base = Path(workflow.basedir)
@@ -304,12 +327,18 @@ def import_inputs(w):
     return inp
 
 
+def suite_taskvectors(w):
+    return [f"{R}/taskvectors/{w.regime}/{t}.safetensors" for t in suite_tasks(w.suite)]
+
+
 def merge_inputs(w):
     tasks = suite_tasks(w.suite)
     inp = {
-        "taskvectors": [f"{R}/taskvectors/{w.regime}/{t}.safetensors" for t in tasks],
+        "taskvectors": suite_taskvectors(w),
         "code": method_sources(w.method),
     }
+    if method_uses_basis(w.method):
+        inp["basis"] = f"{R}/basis/{w.regime}/{w.suite}.safetensors"
     if method_needs_data(w.method):
         inp["pretrained"] = rules.pretrain.output.weights
         inp["data"] = [f"{D}/{t}" for t in tasks]
@@ -363,12 +392,16 @@ def manifest_files():
         out += [f"{R}/merged/{r}/{s}/{m}.safetensors", f"{R}/merged/{r}/{s}/{m}.json",
                 f"{R}/eval/{r}/{s}/{m}.json"]
         out.append(f"{R}/tables/{r}_{s}.json")
+        if method_uses_basis(m):
+            out += [f"{R}/basis/{r}/{s}.safetensors", f"{R}/basis/{r}/{s}.json"]
     if AN["enabled"]:
         for sweep in AN["sweeps"]:
             for m in sweep_members(sweep):
                 for r in method_regimes(CFG, m):
                     out += [f"{R}/merged/{r}/{AN_SUITE}/{m}.safetensors",
                             f"{R}/merged/{r}/{AN_SUITE}/{m}.json", f"{R}/eval/{r}/{AN_SUITE}/{m}.json"]
+                    if method_uses_basis(m):
+                        out += [f"{R}/basis/{r}/{AN_SUITE}.safetensors", f"{R}/basis/{r}/{AN_SUITE}.json"]
         out += [p[: -len(".png")] + ".json" for p in analysis_targets() if p.endswith(".png")]
     out += all_targets(manifest=False)
     return list(dict.fromkeys(out))

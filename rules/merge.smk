@@ -1,5 +1,32 @@
 # One merge per (regime, suite, method). Inputs include the method's source files so
 # that editing a method reruns its merges (Snakemake does not track imported modules).
+#
+# decompose: once per (regime, suite), the top-k triplets and polar factors of every large
+# key that TSV-M, DC-Merge, MDA and MDA AM would otherwise each compute (src/mergelab/basis.py;
+# config key shared_basis). Only merges of those methods depend on it.
+
+
+rule decompose:
+    input:
+        taskvectors=suite_taskvectors,
+        code=basis_sources(),
+    output:
+        basis=f"{R}/basis/{{regime}}/{{suite}}.safetensors",
+        info=f"{R}/basis/{{regime}}/{{suite}}.json",
+    params:
+        spec=lambda w: jq(decompose_spec(w.regime)),
+        tasks=lambda w: " ".join(suite_tasks(w.suite)),
+    conda:
+        "../envs/mergelab.yaml"
+    log:
+        f"{LOGS}/decompose/{{regime}}/{{suite}}.log",
+    threads: 1
+    resources:
+        gpu=1,
+    shell:
+        "python -m mergelab.cli decompose --regime {wildcards.regime} --suite {wildcards.suite} "
+        "--spec {params.spec:q} --tasks {params.tasks} --taskvectors {input.taskvectors} "
+        "--out {output.basis} --out-json {output.info} > {log} 2>&1"
 
 
 rule merge:
@@ -15,6 +42,7 @@ rule merge:
             f"--pretrained {input.pretrained} --data {' '.join(input.data)} "
             f"--heads {' '.join(input.heads)}" if "data" in input.keys() else ""
         ),
+        basis=lambda w, input: f"--basis {input.basis}" if "basis" in input.keys() else "",
     conda:
         "../envs/mergelab.yaml"
     log:
@@ -25,5 +53,5 @@ rule merge:
     shell:
         "python -m mergelab.cli merge --method {wildcards.method} --regime {wildcards.regime} "
         "--suite {wildcards.suite} --spec {params.spec:q} --tasks {params.tasks} "
-        "--taskvectors {input.taskvectors} {params.data} "
+        "--taskvectors {input.taskvectors} {params.data} {params.basis} "
         "--out-tau {output.tau} --out-json {output.info} > {log} 2>&1"

@@ -73,6 +73,17 @@ def test_config_validates_and_follows_protocol(path):
     assert cfg["methods"]["dare_ties"]["params"]["base"] == "ties"
 
 
+def _n_decompositions(cfg) -> int:
+    """One shared basis per (regime, suite) with a merge that reads it (TSV-M, DC-Merge,
+    MDA, MDA AM without exact: true), when shared_basis is on."""
+    if not cfg["shared_basis"]:
+        return 0
+    readers = [m for m, spec in cfg["methods"].items()
+               if M.build(spec["method"], **spec.get("params", {})).uses_shared_basis()]
+    regimes = {r for m in readers for r in method_regimes(cfg, m)}
+    return len(regimes) * len(cfg["suites"])
+
+
 def _expected_jobs(cfg) -> Counter:
     tasks = sorted({t for members in cfg["suites"].values() for t in members})
     regimes, suites = cfg["regimes"], list(cfg["suites"])
@@ -86,7 +97,7 @@ def _expected_jobs(cfg) -> Counter:
         "prepare_task": len(tasks), "pretrain": 1, "heads": len(tasks),
         "finetune": n_tuned, "extract_task_vector": n_tuned, "import_checkpoint": n_imported,
         "eval_zeroshot": len(tasks) * len(regimes), "eval_individual": len(tasks) * len(regimes),
-        "merge": n_merges, "eval_merged": n_merges,
+        "merge": n_merges, "eval_merged": n_merges, "decompose": _n_decompositions(cfg),
         "report": len(regimes) * len(suites), "manifest": 1, "all": 1})
     an = cfg.get("analysis")
     if an and an.get("enabled"):

@@ -112,13 +112,21 @@ def cmd_eval_reference(a):
                    a.out, spec, spec["seed"])
 
 
+def cmd_decompose(a):
+    spec = _spec(a.spec)
+    from .basis import decompose
+    decompose(a.taskvectors, a.tasks, a.regime, a.suite, a.out, a.out_json,
+              lora_rank=spec.get("lora_rank"), device=spec.get("device", "auto"),
+              seed=spec["seed"], config_subset=spec)
+
+
 def cmd_merge(a):
     spec = _spec(a.spec)
     from .merge import run_merge
     ev_args = _evaluator_args(spec, a) if a.data else None
     run_merge(a.method, spec["method_spec"], a.regime, a.suite, a.tasks, a.taskvectors,
               a.out_tau, a.out_json, spec["seed"], spec.get("lora_rank"),
-              spec.get("device", "auto"), ev_args, spec)
+              spec.get("device", "auto"), ev_args, spec, basis_path=a.basis)
 
 
 def cmd_eval_merged(a):
@@ -264,6 +272,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--heads", nargs="+", required=True)
     s.add_argument("--taskvectors", nargs="+")
 
+    s = add("decompose", cmd_decompose, "the suite's shared top-k triplets and polar factors "
+            "(read by TSV-M, DC-Merge, MDA and MDA AM)")
+    for k in ("--regime", "--suite", "--spec", "--out", "--out-json"):
+        s.add_argument(k, required=True)
+    s.add_argument("--tasks", nargs="+", required=True)
+    s.add_argument("--taskvectors", nargs="+", required=True)
+
     s = add("merge", cmd_merge, "merge the task vectors of one suite with one method")
     for k in ("--method", "--regime", "--suite", "--spec", "--out-tau", "--out-json"):
         s.add_argument(k, required=True)
@@ -271,6 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--taskvectors", nargs="+", required=True)
     s.add_argument("--pretrained"); s.add_argument("--data", nargs="+")
     s.add_argument("--heads", nargs="+")
+    s.add_argument("--basis", help="the suite's shared decomposition (rule decompose)")
 
     s = add("eval-merged", cmd_eval_merged, "choose α on validation, evaluate on test")
     for k in ("--method", "--regime", "--suite", "--spec", "--pretrained", "--merged", "--out"):

@@ -56,13 +56,16 @@ def tree_sha256(root: str | os.PathLike) -> tuple[str, int, int]:
 def _kind(rel: str) -> str:
     parts = rel.split("/")
     for key, kind in (("pretrained", "pretrained"), ("heads", "head"), ("finetune", "finetuned"),
-                      ("taskvectors", "task_vector"), ("merged", "merged"), ("eval", "metrics"),
+                      ("taskvectors", "task_vector"), ("basis", "shared_basis"),
+                      ("merged", "merged"), ("eval", "metrics"),
                       ("tables", "table"), ("figures", "figure")):
         if key in parts:
             if kind == "finetuned" and rel.endswith(".json"):
                 return "finetune_metrics"
             if kind == "merged" and rel.endswith(".json"):
                 return "merge_info"
+            if kind == "shared_basis" and rel.endswith(".json"):
+                return "shared_basis_info"
             if kind == "pretrained" and rel.endswith(".json"):
                 return "pretrain_metrics"
             return kind
@@ -142,9 +145,11 @@ def trace_rows(table_json: str | os.PathLike, results_dir: str, data_root: str,
         elif m == "individual":
             paths = [f"{R}/eval/{regime}/individual/{x}.json" for x in tasks] + tvs + ckpts + common
         else:
+            info = Path(f"{R}/merged/{regime}/{suite}/{m}.json")
+            basis = load_json(info).get("shared_basis") if info.exists() else None
             paths = ([f"{R}/eval/{regime}/{suite}/{m}.json",
-                      f"{R}/merged/{regime}/{suite}/{m}.safetensors",
-                      f"{R}/merged/{regime}/{suite}/{m}.json"]
+                      f"{R}/merged/{regime}/{suite}/{m}.safetensors", info.as_posix()]
+                     + ([basis, str(Path(basis).with_suffix(".json"))] if basis else [])
                      + [f"{R}/eval/{regime}/individual/{x}.json" for x in tasks] + tvs + ckpts + common)
         out[m] = paths
     return out

@@ -17,7 +17,8 @@ def run_merge(inst: str, spec: Mapping[str, Any], regime: str, suite: str, tasks
               tv_paths: Sequence[str | Path], out_tau: str | Path, out_json: str | Path,
               seed: int, lora_rank: int | None = None, device: str = "auto",
               evaluator_args: Mapping[str, Any] | None = None,
-              config_subset: Mapping[str, Any] | None = None) -> dict[str, Any]:
+              config_subset: Mapping[str, Any] | None = None,
+              basis_path: str | Path | None = None) -> dict[str, Any]:
     seed_everything(seed)
     method = M.build(spec["method"], **spec.get("params", {}))
     if regime not in method.regimes:
@@ -31,6 +32,12 @@ def run_merge(inst: str, spec: Mapping[str, Any], regime: str, suite: str, tasks
         ev = Evaluator(regime, tasks=tasks, **evaluator_args)
         ctx.evaluate = ev.evaluate
         ctx.extras["evaluator"] = ev
+    if basis_path is not None:
+        if not method.uses_shared_basis():
+            raise ValueError(f"method '{inst}' ({spec['method']}, params {method.params}) does not "
+                             f"read a shared basis, but the merge was given {basis_path}")
+        from .basis import BasisSource
+        ctx.basis = BasisSource(basis_path, tasks, regime)
     source = SafetensorsSource(tv_paths)
     t0 = time.time()
     tau = method.merge(source, ctx, progress=lambda it: progress(it, desc=f"merge {inst}/{regime}/{suite}"))
@@ -38,6 +45,7 @@ def run_merge(inst: str, spec: Mapping[str, Any], regime: str, suite: str, tasks
     save_tensors(tau, out_tau, metadata={"method": inst, "regime": regime, "suite": suite})
     info = {"method": inst, "registry_method": spec["method"], "params": method.params,
             "regime": regime, "suite": suite, "tasks": list(tasks), "seconds": seconds,
+            "shared_basis": str(basis_path) if basis_path is not None else None,
             "aux": ctx.aux,
             "provenance": provenance(dict(config_subset or {}), seed=seed)}
     save_json(info, out_json)

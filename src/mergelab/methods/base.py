@@ -42,6 +42,9 @@ class KeyInfo:
     seed: int                # deterministic per (run seed, key)
     is_matrix: bool          # a 2-D weight (methods.md "matrix key")
     lora_rank: int | None = None   # LoRA rank of the adapters (regime "lora" only)
+    #: the suite's shared ``linalg.KeyBasis`` of this key (top-k triplets + polar factors),
+    #: when the merge was given one (``mergelab.basis``) and the key has one
+    basis: Any = None
 
     def generator(self, device: torch.device | str = "cpu") -> torch.Generator:
         g = torch.Generator(device=device)
@@ -76,6 +79,13 @@ class MergeContext:
     extras: dict[str, Any] = field(default_factory=dict)
     #: where a method may write side outputs (chosen per-task λ, learned coefficients)
     aux: dict[str, Any] = field(default_factory=dict)
+    #: the suite's shared bases (``mergelab.basis.BasisSource``), for methods with
+    #: ``shared_basis``; None: every method computes its own
+    basis: Any = None
+
+    def basis_of(self, key: str):
+        """The shared ``KeyBasis`` of ``key`` (on ``device``), or None."""
+        return None if self.basis is None else self.basis.get(key)
 
 
 class MergeMethod:
@@ -91,6 +101,9 @@ class MergeMethod:
     defaults: ClassVar[Mapping[str, Any]] = {}
     #: True when ``merge`` needs ``ctx.evaluate`` / data (validation or unlabeled test images)
     needs_data: ClassVar[bool] = False
+    #: True when the method's large keys start from the suite's shared top-k triplets and
+    #: polar factors (``mergelab.basis``; TSV-M, DC-Merge, MDA, MDA AM)
+    shared_basis: ClassVar[bool] = False
 
     def __init__(self, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.defaults))
@@ -104,6 +117,10 @@ class MergeMethod:
     def validate(self) -> None:
         """Check ``self.params``; raise MethodConfigError naming the bad one."""
 
+    def uses_shared_basis(self) -> bool:
+        """Whether this instance reads the shared basis (``exact: true`` computes its own)."""
+        return self.shared_basis and not self.params.get("exact", False)
+
     # -- per-key path -------------------------------------------------------
     def merge_key(self, taus: Sequence[torch.Tensor], info: KeyInfo) -> torch.Tensor:
         raise NotImplementedError
@@ -116,7 +133,7 @@ class MergeMethod:
             taus = [t.to(ctx.device) for t in store.get(key)]
             info = KeyInfo(key=key, regime=ctx.regime, n_tasks=len(taus),
                            seed=key_seed(ctx.seed, key), is_matrix=is_matrix_key(key, taus[0].shape),
-                           lora_rank=ctx.lora_rank)
+                           lora_rank=ctx.lora_rank, basis=ctx.basis_of(key))
             merged = self.merge_key(taus, info)
             if merged.shape != taus[0].shape:
                 raise RuntimeError(f"method '{self.name}' returned shape {tuple(merged.shape)} "

@@ -26,6 +26,7 @@ small values keep only finer blocks around the diagonal (b = 1: diagonal only).
 
 Mt never needs the m×n products: polar(X)ᵀ Ut = (XᵀX)^{1/2}[:, block t], so
 Mt = C_U^{1/2}[:, t] diag(e't) C_V^{1/2}[t, :], all in the small T·k space.
+Large keys start from the suite's shared ``linalg.KeyBasis`` (as TSV-M and MDA).
 """
 from __future__ import annotations
 
@@ -34,9 +35,9 @@ from typing import Sequence
 import torch
 
 from .base import KeyInfo, MergeMethod, MethodConfigError
-from .linalg import (F32, F64, FastPolar, GramPolar, assemble, block_diag_mask, keep_top_count,
+from .linalg import (F32, F64, GramPolar, assemble, block_diag_mask, keep_top_count, key_basis,
                      sign_consensus_mean, smooth_energy)
-from .tsv import cat_tasks, per_task_rank, task_triplets, task_triplets_fast, use_fast, vector_mean
+from .tsv import per_task_rank, task_triplets, use_fast, vector_mean
 
 SMOOTHINGS = ("auto", "none", "avg", "linear")
 
@@ -44,6 +45,7 @@ SMOOTHINGS = ("auto", "none", "avg", "linear")
 class DCMerge(MergeMethod):
     name = "dc_merge"
     alpha_grid = "svd"
+    shared_basis = True
     defaults = {"sparsity": 0.001, "smoothing": "auto", "rho": 5.0, "mask_scale": 1.0,
                 "exact": False}
 
@@ -77,25 +79,26 @@ class DCMerge(MergeMethod):
         mode = self.smoothing_for(info.regime)
         fast = use_fast((m, n), self.params["exact"])
         if fast:
-            U, S, V = task_triplets_fast(taus, k)
-            Ss = [smooth_energy(s, mode, float(self.params["rho"])) for s in S]
-            pu, pv = FastPolar(cat_tasks(U)), FastPolar(cat_tasks(V))
+            b = key_basis(taus, k, info.basis)
+            Ss = [smooth_energy(s, mode, float(self.params["rho"])) for s in b.S]
+            half_u, half_v = b.half_u(), b.half_v()
         else:
             Us, Ss, Vs = task_triplets(taus, k, self.params["exact"])
             Ss = [smooth_energy(s, mode, float(self.params["rho"])) for s in Ss]
             pu = GramPolar(torch.cat(Us, dim=1))
             pv = GramPolar(torch.cat(Vs, dim=1))
+            half_u, half_v = pu.half, pv.half
         c = T * k
         n_ref = r if info.regime != "lora" else c
         count = max(1, int(float(self.params["sparsity"]) * n_ref * n_ref))
         Ms = []
         for t in range(T):
             blk = slice(t * k, (t + 1) * k)
-            Mt = (pu.half[:, blk] * Ss[t]) @ pv.half[:, blk].T
+            Mt = (half_u[:, blk] * Ss[t]) @ half_v[:, blk].T
             Ms.append(keep_top_count(Mt, count))
         A = sign_consensus_mean(torch.stack(Ms))
         block = min(c, max(1, int(round(k * float(self.params["mask_scale"])))))
         A = A * block_diag_mask(c, block, dtype=F64, device=A.device)
         if fast:
-            return (pu.P @ A.to(F32)) @ pv.P.T
+            return (b.PU @ A.to(F32)) @ b.PV.T
         return assemble(pu, A, pv)

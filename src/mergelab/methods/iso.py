@@ -22,8 +22,9 @@ from typing import Sequence
 import torch
 
 from .base import KeyInfo, MergeMethod, MethodConfigError
-from .linalg import F32, F64, FastPolar, GramPolar, assemble, robust_svd, top_svd, top_svd_batched
-from .tsv import cat_tasks, use_fast, vector_mean
+from .linalg import (F32, F64, FastPolar, GramPolar, assemble, cat_tasks, robust_svd, top_svd,
+                     top_svd_batched)
+from .tsv import use_fast, vector_mean
 
 
 def effective_rank(info: KeyInfo, r: int, T: int) -> int:

@@ -26,6 +26,7 @@ given machine is measured by benchmarks/bench_merge.py, see docs/benchmarks.md):
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -221,6 +222,65 @@ class FastPolar:
         Px, s, Hh = robust_svd(X, full_matrices=False)
         self.P = Px @ Hh
         self.half = (Hh.T.to(F64) * s.to(F64)) @ Hh.to(F64)
+
+
+def cat_tasks(X: torch.Tensor) -> torch.Tensor:
+    """[T, p, k] -> p × (T·k), task blocks side by side."""
+    T, p, k = X.shape
+    return X.permute(1, 0, 2).reshape(p, T * k)
+
+
+@dataclass(frozen=True)
+class KeyBasis:
+    """What TSV-M, DC-Merge, MDA and MDA AM all start from on a large key: the top-k
+    triplets of every task and the polar factors of their concatenations.
+
+    U [T, m, k], V [T, n, k] (float32), S [T, k] (float64, descending), PU = polar(U_cat)
+    (m × Tk) and PV = polar(V_cat) (n × Tk), float32. Computed once per (regime, suite) by
+    the ``decompose`` rule (``mergelab.basis``) and shared by those methods' merges, or by
+    ``key_basis`` inside a method when no shared one is given.
+    """
+
+    U: torch.Tensor
+    S: torch.Tensor
+    V: torch.Tensor
+    PU: torch.Tensor
+    PV: torch.Tensor
+
+    @property
+    def k(self) -> int:
+        return int(self.U.shape[2])
+
+    @property
+    def n_tasks(self) -> int:
+        return int(self.U.shape[0])
+
+    def matches(self, n_tasks: int, shape, k: int) -> bool:
+        T, m, kk = self.U.shape
+        return (T, kk, m, int(self.V.shape[1])) == (n_tasks, k, int(shape[0]), int(shape[1]))
+
+    def half_u(self) -> torch.Tensor:
+        """polar(U_cat)ᵀ U_cat = (U_catᵀ U_cat)^{1/2} (Tk × Tk, float64)."""
+        return (self.PU.T @ cat_tasks(self.U)).to(F64)
+
+    def half_v(self) -> torch.Tensor:
+        """polar(V_cat)ᵀ V_cat = (V_catᵀ V_cat)^{1/2} (Tk × Tk, float64)."""
+        return (self.PV.T @ cat_tasks(self.V)).to(F64)
+
+
+def compute_key_basis(taus, k: int) -> KeyBasis:
+    """``KeyBasis`` of one large key: batched top-k (``top_svd_batched``) and ``FastPolar``."""
+    U, S, V = top_svd_batched(torch.stack([t.float() for t in taus]), k)
+    return KeyBasis(U, S, V, FastPolar(cat_tasks(U)).P, FastPolar(cat_tasks(V)).P)
+
+
+def key_basis(taus, k: int, shared: KeyBasis | None = None) -> KeyBasis:
+    """The shared basis of this key when one was given and it is for these tasks, this
+    shape and this k; otherwise computed here (the result is the same either way)."""
+    if shared is not None and shared.matches(len(taus), taus[0].shape, k):
+        return shared.__class__(*(t.to(taus[0].device) for t in
+                                  (shared.U, shared.S, shared.V, shared.PU, shared.PV)))
+    return compute_key_basis(taus, k)
 
 
 class GramPolar:

@@ -22,8 +22,9 @@ first (largest-magnitude entry of its left vector positive).
 
 Speed: large keys (``tsv.use_fast``: min side >= ``linalg.FAST_MIN_R``, the ViT-B/L
 matrices) take the top-k triplets of all tasks at once and the polar factors the way
-TSV-M does (``tsv.task_triplets_fast`` / ``linalg.FastPolar``) instead of a full SVD per
-task and an SVD per polar factor; ``exact: true`` (and every small key) keeps the full-SVD route.
+TSV-M does (``linalg.KeyBasis``, shared with TSV-M and DC-Merge when the pipeline computed
+it once for the suite: ``mergelab.basis``) instead of a full SVD per task and an SVD per
+polar factor; ``exact: true`` (and every small key) keeps the full-SVD route.
 The signs of a singular pair are arbitrary in both routes, and polar(U·D) = polar(U)·D
 for a diagonal sign matrix D, so after the canonical signs both give the same τm up to
 rounding (tests/test_methods_data_free.py compares them; docs/benchmarks.md times them).
@@ -36,8 +37,8 @@ from typing import Sequence
 import torch
 
 from .base import KeyInfo, MergeMethod, MethodConfigError
-from .linalg import FastPolar, robust_svd
-from .tsv import task_triplets_fast, use_fast
+from .linalg import KeyBasis, cat_tasks, key_basis, robust_svd
+from .tsv import use_fast
 
 
 def polar(a: torch.Tensor) -> torch.Tensor:
@@ -89,18 +90,22 @@ def _canonical_sign(u: torch.Tensor, vh: torch.Tensor) -> tuple[torch.Tensor, to
     return u * signs, vh * signs[:, None]
 
 
-def mda_components(taus: Sequence[torch.Tensor], k: int, exact: bool = False):
+def _canonical_signs(U: torch.Tensor) -> torch.Tensor:
+    """[T, d, k] -> [T·k] signs that make each column's largest-magnitude entry positive."""
+    T, d, k = U.shape
+    idx = U.abs().argmax(dim=1)                                    # [T, k]
+    signs = torch.sign(torch.gather(U, 1, idx[:, None, :]))[:, 0]  # [T, k]
+    signs[signs == 0] = 1
+    return signs.reshape(T * k)
+
+
+def mda_components(taus: Sequence[torch.Tensor], k: int, exact: bool = False,
+                   basis: KeyBasis | None = None):
     """Top-k SVD triplets of each task, canonical signs, concatenated:
     (U_cat d_out×K, S_cat K, V_cat d_in×K), float32."""
-    us, ss, vs = [], [], []
     if use_fast(taus[0].shape, exact):
-        U, S, V = task_triplets_fast(taus, k)
-        for t in range(len(taus)):
-            u, vh = _canonical_sign(U[t], V[t].T)
-            us.append(u)
-            ss.append(S[t].float())
-            vs.append(vh.T)
-        return torch.cat(us, dim=1), torch.cat(ss), torch.cat(vs, dim=1)
+        return _fast_align(taus, k, basis)[:3]
+    us, ss, vs = [], [], []
     for t in taus:
         u, s, vh = robust_svd(t.float(), full_matrices=False)
         u, vh = _canonical_sign(u[:, :k], vh[:k])
@@ -119,12 +124,23 @@ def etf_align(basis: torch.Tensor) -> torch.Tensor:
     return math.sqrt(k / (k - 1)) * centred
 
 
-def mda_align(taus: Sequence[torch.Tensor], k: int, exact: bool = False) -> dict[str, torch.Tensor]:
-    """All intermediate quantities of Algorithm 1 for one matrix key."""
-    u_cat, s_cat, v_cat = mda_components(taus, k, exact)
+def _fast_align(taus: Sequence[torch.Tensor], k: int, basis: KeyBasis | None):
+    """Large keys: (U_cat, S_cat, V_cat, U⊥, V⊥) from the (shared) ``KeyBasis``; the canonical
+    signs D multiply the polar factors too: polar(U_cat·D) = polar(U_cat)·D."""
+    b = key_basis(taus, k, basis)
+    signs = _canonical_signs(b.U)
+    u_cat, v_cat = cat_tasks(b.U) * signs, cat_tasks(b.V) * signs
+    return u_cat, b.S.reshape(-1).float(), v_cat, b.PU * signs, b.PV * signs
+
+
+def mda_align(taus: Sequence[torch.Tensor], k: int, exact: bool = False,
+              basis: KeyBasis | None = None) -> dict[str, torch.Tensor]:
+    """All intermediate quantities of Algorithm 1 for one matrix key (``basis``: the suite's
+    shared ``KeyBasis`` of this key, used on large keys when it is for this k)."""
     if use_fast(taus[0].shape, exact):
-        u_perp, v_perp = FastPolar(u_cat).P, FastPolar(v_cat).P
+        u_cat, s_cat, v_cat, u_perp, v_perp = _fast_align(taus, k, basis)
     else:
+        u_cat, s_cat, v_cat = mda_components(taus, k, exact)
         u_perp, v_perp = polar(u_cat), polar(v_cat)
     u_etf = etf_align(u_perp)
     return {"u_cat": u_cat, "s_cat": s_cat, "v_cat": v_cat,
@@ -144,6 +160,7 @@ class Mda(MergeMethod):
     name = "mda"
     alpha_grid = "svd"  # see docs/mda.md ("α grid")
     defaults = {"k_fraction": None, "exact": False}
+    shared_basis = True
 
     def validate(self) -> None:
         f = self.params["k_fraction"]
@@ -158,5 +175,5 @@ class Mda(MergeMethod):
             return torch.stack([t.float() for t in taus]).mean(dim=0)
         lora_rank = info.lora_rank if info.regime == "lora" else None
         k = effective_k(shape[0], shape[1], len(taus), self.params["k_fraction"], lora_rank)
-        a = mda_align(taus, k, self.params["exact"])
+        a = mda_align(taus, k, self.params["exact"], info.basis)
         return (a["u_etf"] * a["s_cat"]) @ a["v_perp"].T

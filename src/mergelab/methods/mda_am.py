@@ -76,6 +76,7 @@ class MdaAM(EntropyMerging):
     """MDA AM: Algorithm 1 vectors + learned layer-wise λ and per-task feature rotations."""
 
     name = "mda_am"
+    shared_basis = True
     defaults: Mapping[str, Any] = {
         **EntropyMerging.defaults,
         "k_fraction": None,        # Algorithm 1's k (None = 1/T of d_out), for the rank-k sweep
@@ -121,7 +122,7 @@ class MdaAM(EntropyMerging):
                 out[key] = (torch.stack(taus) / n).cpu()
                 continue
             k = effective_k(shape[0], shape[1], n, self.params["k_fraction"], lora_rank)
-            a = mda_align(taus, k, self.params["exact"])
+            a = mda_align(taus, k, self.params["exact"], ctx.basis_of(key))
             us = a["u_etf"] * a["s_cat"]
             out[key] = torch.stack([us[:, t * k:(t + 1) * k] @ a["v_perp"][:, t * k:(t + 1) * k].T
                                     for t in range(n)]).cpu()

@@ -10,7 +10,8 @@ k = min(lora_rank, r // T) per task (the DC-Merge LoRA code uses k = 16 = rank).
 Speed: see ``linalg``. Large keys (min(shape) >= FAST_MIN_R): top-k of all
 tasks at once by block power steps in float32 + a float64 Rayleigh–Ritz step,
 polar factors from a float32 Gram ``eigh`` (tall side) or float32 SVD (square
-side). Small keys: exact float64 routes.
+side): a ``linalg.KeyBasis``, shared with DC-Merge and MDA when the pipeline
+computed it once for the suite (``mergelab.basis``). Small keys: exact float64 routes.
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from typing import Sequence
 import torch
 
 from .base import KeyInfo, MergeMethod, MethodConfigError
-from .linalg import FAST_MIN_R, FastPolar, GramPolar, assemble, top_svd, top_svd_batched
+from .linalg import FAST_MIN_R, GramPolar, assemble, key_basis, top_svd, top_svd_batched
 
 
 def vector_mean(taus: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -42,12 +43,6 @@ def task_triplets_fast(taus: Sequence[torch.Tensor], k: int):
     return top_svd_batched(torch.stack([t.float() for t in taus]), k)
 
 
-def cat_tasks(X: torch.Tensor) -> torch.Tensor:
-    """[T, p, k] -> p × (T·k), task blocks side by side."""
-    T, p, k = X.shape
-    return X.permute(1, 0, 2).reshape(p, T * k)
-
-
 def task_triplets(taus: Sequence[torch.Tensor], k: int, exact: bool = False):
     """Top-k triplets of every task, concatenated: X_U (m×Tk), S (Tk,), X_V (n×Tk)."""
     Us, Ss, Vs = [], [], []
@@ -61,6 +56,7 @@ class TSVMerge(MergeMethod):
     name = "tsv_m"
     alpha_grid = "svd"
     defaults = {"exact": False}
+    shared_basis = True
 
     def validate(self) -> None:
         if not isinstance(self.params["exact"], bool):
@@ -75,9 +71,8 @@ class TSVMerge(MergeMethod):
         if k == 0:
             return torch.zeros(m, n)
         if use_fast((m, n), self.params["exact"]):
-            U, S, V = task_triplets_fast(taus, k)
-            pu, pv = FastPolar(cat_tasks(U)), FastPolar(cat_tasks(V))
-            return (pu.P * S.reshape(-1).to(torch.float32)) @ pv.P.T
+            b = key_basis(taus, k, info.basis)
+            return (b.PU * b.S.reshape(-1).to(torch.float32)) @ b.PV.T
         Us, Ss, Vs = task_triplets(taus, k, self.params["exact"])
         pu = GramPolar(torch.cat(Us, dim=1))
         pv = GramPolar(torch.cat(Vs, dim=1))
