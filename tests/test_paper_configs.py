@@ -109,19 +109,24 @@ def _expected_jobs(cfg) -> Counter:
     return +exp
 
 
-def _dry_run(path: Path) -> tuple[Counter, str]:
+def _snakemake(args: list[str]) -> str:
+    """Run the Snakemake CLI in this process on the repository's workflow; its output."""
     from snakemake.cli import main
 
     out, err = io.StringIO(), io.StringIO()
     code = None
     with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
         try:
-            main(["-n", "--configfile", str(path), "--cores", "1", "--quiet", "rules",
-                  "--directory", str(REPO), "--snakefile", str(REPO / "Snakefile")])
+            main(args + ["--directory", str(REPO), "--snakefile", str(REPO / "Snakefile")])
         except SystemExit as exc:
             code = exc.code
     text = out.getvalue() + err.getvalue()
-    assert code in (0, None), f"dry run of {path} failed:\n{text[-3000:]}"
+    assert code in (0, None), f"snakemake {' '.join(args)} failed:\n{text[-3000:]}"
+    return text
+
+
+def _dry_run(path: Path) -> tuple[Counter, str]:
+    text = _snakemake(["-n", "--configfile", str(path), "--cores", "1", "--quiet", "rules"])
     counts = Counter()
     table = text.split("Job stats:")[1] if "Job stats:" in text else ""
     for line in table.splitlines():
@@ -144,3 +149,28 @@ def test_dry_run_job_counts(path, monkeypatch):
     assert not unknown, (f"{path.name}: rules {unknown} not accounted for in "
                          "tests/test_paper_configs.py::_expected_jobs (and docs/paper_scale.md)")
     assert "build_corpus" not in got  # published weights, no pretraining corpus
+
+
+def _basis_readers(extra: list[str]) -> tuple[set[str], int]:
+    """From the DAG of the smoke config (one suite): the methods whose merge depends on a
+    decompose job, and the number of decompose jobs."""
+    dot = _snakemake(["--dag", "--configfile", str(REPO / "config/smoke/vit-b-32_full.yaml"),
+                      "--cores", "1", "--quiet"] + extra)
+    nodes = dict(re.findall(r'^\s*(\d+)\[label = "([^"]+)"', dot, flags=re.M))
+    edges = re.findall(r"^\s*(\d+) -> (\d+)", dot, flags=re.M)
+    decompose = {n for n, label in nodes.items() if label.startswith("decompose")}
+    readers = set()
+    for a, b in edges:
+        if a in decompose and nodes[b].startswith("merge"):
+            readers.add(re.search(r"method: (\w+)", nodes[b]).group(1))
+    return readers, len(decompose)
+
+
+def test_only_the_basis_methods_depend_on_decompose(monkeypatch):
+    """A change to the shared basis (its code, or a task vector) reruns the merges of TSV-M,
+    DC-Merge, MDA and MDA AM and no other; shared_basis: false removes the rule."""
+    monkeypatch.chdir(REPO)
+    readers, n = _basis_readers([])
+    assert n == 1 and readers == {"tsv_m", "dc_merge", "mda", "mda_am"}
+    readers, n = _basis_readers(["--config", "shared_basis=False"])
+    assert n == 0 and readers == set()
