@@ -174,3 +174,26 @@ def test_only_the_basis_methods_depend_on_decompose(monkeypatch):
     assert n == 1 and readers == {"tsv_m", "dc_merge", "mda", "mda_am"}
     readers, n = _basis_readers(["--config", "shared_basis=False"])
     assert n == 0 and readers == set()
+
+
+GPU_RULES = {"pretrain", "heads", "finetune", "eval_zeroshot", "eval_individual", "decompose",
+             "merge", "eval_merged"}
+
+
+def test_readme_job_table_matches_the_configs():
+    """README's per-config table gives the job counts that the dry runs above check."""
+    text = (REPO / "README.md").read_text()
+    rows = {m.group(1): (int(m.group(2)), int(m.group(3))) for m in
+            re.finditer(r"^\| (vit-[\w-]+_(?:full|lora)) \| (\d+) \| (\d+) \|", text, flags=re.M)}
+    assert set(rows) == {p.stem for p in CONFIGS}
+    for path in CONFIGS:
+        exp = _expected_jobs(load_config(path))
+        assert rows[path.stem] == (sum(exp.values()), sum(n for r, n in exp.items() if r in GPU_RULES)), \
+            path.stem
+    # the rules listed as GPU rules are exactly those declaring resources gpu=1
+    declared = set()
+    for smk in (REPO / "rules").glob("*.smk"):
+        for m in re.finditer(r"^rule (\w+):(.*?)(?=^rule |\Z)", smk.read_text(), flags=re.M | re.S):
+            if re.search(r"^\s+gpu=1,", m.group(2), flags=re.M):
+                declared.add(m.group(1))
+    assert GPU_RULES <= declared, GPU_RULES - declared
