@@ -278,8 +278,8 @@ def key_basis(taus, k: int, shared: KeyBasis | None = None) -> KeyBasis:
     """The shared basis of this key when one was given and it is for these tasks, this
     shape and this k; otherwise computed here (the result is the same either way)."""
     if shared is not None and shared.matches(len(taus), taus[0].shape, k):
-        return shared.__class__(*(t.to(taus[0].device) for t in
-                                  (shared.U, shared.S, shared.V, shared.PU, shared.PV)))
+        dev = taus[0].device
+        return KeyBasis(*(t.to(dev) for t in (shared.U, shared.S, shared.V, shared.PU, shared.PV)))
     return compute_key_basis(taus, k)
 
 

@@ -83,13 +83,6 @@ def effective_k(d_out: int, d_in: int, n_tasks: int, k_fraction: float | None,
     return max(1, min(k, r // n_tasks)) if r >= n_tasks else 1
 
 
-def _canonical_sign(u: torch.Tensor, vh: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    idx = u.abs().argmax(dim=0)
-    signs = torch.sign(u[idx, torch.arange(u.shape[1], device=u.device)])
-    signs[signs == 0] = 1
-    return u * signs, vh * signs[:, None]
-
-
 def _canonical_signs(U: torch.Tensor) -> torch.Tensor:
     """[T, d, k] -> [T·k] signs that make each column's largest-magnitude entry positive."""
     T, d, k = U.shape
@@ -99,20 +92,18 @@ def _canonical_signs(U: torch.Tensor) -> torch.Tensor:
     return signs.reshape(T * k)
 
 
-def mda_components(taus: Sequence[torch.Tensor], k: int, exact: bool = False,
-                   basis: KeyBasis | None = None):
-    """Top-k SVD triplets of each task, canonical signs, concatenated:
+def mda_components(taus: Sequence[torch.Tensor], k: int):
+    """Full-SVD route: top-k SVD triplets of each task, canonical signs, concatenated:
     (U_cat d_out×K, S_cat K, V_cat d_in×K), float32."""
-    if use_fast(taus[0].shape, exact):
-        return _fast_align(taus, k, basis)[:3]
     us, ss, vs = [], [], []
     for t in taus:
         u, s, vh = robust_svd(t.float(), full_matrices=False)
-        u, vh = _canonical_sign(u[:, :k], vh[:k])
-        us.append(u)
+        us.append(u[:, :k])
         ss.append(s[:k])
-        vs.append(vh.T)
-    return torch.cat(us, dim=1), torch.cat(ss), torch.cat(vs, dim=1)
+        vs.append(vh[:k].T)
+    U, V = torch.stack(us), torch.stack(vs)
+    signs = _canonical_signs(U)
+    return cat_tasks(U) * signs, torch.cat(ss), cat_tasks(V) * signs
 
 
 def etf_align(basis: torch.Tensor) -> torch.Tensor:
@@ -140,7 +131,7 @@ def mda_align(taus: Sequence[torch.Tensor], k: int, exact: bool = False,
     if use_fast(taus[0].shape, exact):
         u_cat, s_cat, v_cat, u_perp, v_perp = _fast_align(taus, k, basis)
     else:
-        u_cat, s_cat, v_cat = mda_components(taus, k, exact)
+        u_cat, s_cat, v_cat = mda_components(taus, k)
         u_perp, v_perp = polar(u_cat), polar(v_cat)
     u_etf = etf_align(u_perp)
     return {"u_cat": u_cat, "s_cat": s_cat, "v_cat": v_cat,

@@ -20,7 +20,7 @@ from typing import Sequence
 import torch
 
 from .base import KeyInfo, MergeMethod, MethodConfigError
-from .linalg import FAST_MIN_R, GramPolar, assemble, key_basis, top_svd, top_svd_batched
+from .linalg import FAST_MIN_R, GramPolar, assemble, key_basis, top_svd
 
 
 def vector_mean(taus: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -36,11 +36,6 @@ def per_task_rank(info: KeyInfo, r: int, T: int) -> int:
 
 def use_fast(shape, exact: bool) -> bool:
     return not exact and min(shape) >= FAST_MIN_R
-
-
-def task_triplets_fast(taus: Sequence[torch.Tensor], k: int):
-    """Top-k triplets of every task (batched): U [T, m, k], S [T, k] (float64), V [T, n, k]."""
-    return top_svd_batched(torch.stack([t.float() for t in taus]), k)
 
 
 def task_triplets(taus: Sequence[torch.Tensor], k: int, exact: bool = False):
