@@ -72,10 +72,18 @@ def pretrain(corpus_dir: str | Path, model_cfg: Mapping[str, Any], cfg: Mapping[
     metrics = {
         "steps": total, "images": len(images), "seconds": time.time() - t0,
         "loss_first": losses[0], "loss_last": sum(losses[-20:]) / len(losses[-20:]),
+        "loss_curve": loss_curve(losses),
         "provenance": provenance({"model": dict(model_cfg), "pretrain": dict(cfg)}, seed=seed),
     }
     save_json(metrics, out_metrics)
     return metrics
+
+
+def loss_curve(losses: list[float], points: int = 100) -> list[list[float]]:
+    """[step, mean loss of the window ending at step] at about `points` evenly spaced steps."""
+    window = max(1, len(losses) // points)
+    return [[i + window, sum(losses[i:i + window]) / len(losses[i:i + window])]
+            for i in range(0, len(losses) - window + 1, window)]
 
 
 def fetch_pretrained(model_cfg: Mapping[str, Any], out_weights: str | Path,
