@@ -25,6 +25,7 @@ include: "rules/finetune.smk"
 include: "rules/merge.smk"
 include: "rules/evaluate.smk"
 include: "rules/report.smk"
+include: "rules/regime.smk"
 include: "rules/analysis.smk"
 include: "rules/ablations.smk"
 include: "rules/provenance.smk"
@@ -38,6 +39,8 @@ localrules:
     prepare_task,
     build_corpus,
     report,
+    regime_report,
+    pretrain_reproduction,
     analysis_spectrum,
     analysis_similarity,
     analysis_etf,

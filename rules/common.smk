@@ -18,6 +18,7 @@ from mergelab.config import (
     validate_config,
 )
 from mergelab import methods as _methods
+from mergelab import shipped
 
 try:
     CFG = validate_config(config)
@@ -32,7 +33,10 @@ SRC = str(Path(workflow.basedir) / "src")
 # Rules call `python -m mergelab.cli`; the package is importable from the checkout too.
 # OMP_WAIT_POLICY=PASSIVE: OpenMP threads sleep instead of spinning, which keeps torch
 # fast when jobs share cores (measured 7x faster pretraining on a loaded 2-core box).
+# PATH starts with the bin directory of the interpreter running Snakemake, so `python` in a
+# job is that environment's even when it is not activated (.venv/bin/snakemake ...).
 JOB_ENV = {
+    "PATH": ":".join(p for p in (str(Path(sys.executable).parent), os.environ.get("PATH")) if p),
     "PYTHONPATH": ":".join(p for p in (SRC, os.environ.get("PYTHONPATH")) if p),
     "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY") or "PASSIVE",
 }
@@ -257,6 +261,10 @@ def all_targets(manifest=True):
         for s in SUITES:
             out += expand(f"{R}/tables/{r}_{s}.{{ext}}", ext=["md", "tex", "csv"])
             out += expand(f"{R}/figures/accuracy_{r}_{s}.{{ext}}", ext=["png", "pdf"])
+    if CFG["report"]["regime"]:
+        out += [f"{R}/tables/regime.md", f"{R}/tables/regime.json"]
+    if CFG["pretrain"]["reference"] and pretrains_on_corpus():
+        out.append(f"{R}/pretrained/reproduction.json")
     if AN["enabled"]:
         out += analysis_targets()
     out += ablation_targets()  # rules/ablations.smk
@@ -284,7 +292,12 @@ def pretrains_on_corpus():
 
 
 def pretrain_inputs(wildcards):
-    return {"corpus": f"{D}/_corpus"} if pretrains_on_corpus() else {}
+    """The corpus (pretrained here) or the shipped weights file (so a new file reruns)."""
+    if pretrains_on_corpus():
+        return {"corpus": f"{D}/_corpus"}
+    if shipped.is_shipped(CFG["model"]["name"], CFG["model"]["pretrained"]):
+        return {"shipped": str(shipped.weights_path(CFG["model"]["pretrained"]))}
+    return {}
 
 
 def pretrain_command():
@@ -368,6 +381,42 @@ def report_inputs(w):
     )
 
 
+REGIME_SUITE = CFG["report"]["main_suite"] or SUITES[0]
+
+
+def first_instance(method, **params):
+    """The first configured instance of a method (with these params), or None."""
+    for name, spec in CFG["methods"].items():
+        p = {**_methods.get_method(spec["method"]).defaults, **(spec.get("params") or {})}
+        if spec["method"] == method and all(p.get(k) == v for k, v in params.items()):
+            return name
+    return None
+
+
+def regime_report_spec():
+    return {"tasks": suite_tasks(REGIME_SUITE), "model": model_spec(),
+            "ta_method": first_instance("task_arithmetic") or "task_arithmetic",
+            "adamerging_method": first_instance("adamerging", granularity="layer"),
+            "title": f"{CFG['name']}: regime statistics, suite '{REGIME_SUITE}'"}
+
+
+def regime_report_inputs(w):
+    spec = regime_report_spec()
+    tasks = spec["tasks"]
+    evals = [f"{R}/eval/{REGIMES[0]}/zeroshot/{t}.json" for t in tasks]
+    for r in REGIMES:
+        evals += [f"{R}/eval/{r}/individual/{t}.json" for t in tasks]
+        evals += [f"{R}/eval/{r}/{REGIME_SUITE}/{m}.json"
+                  for m in (spec["ta_method"], spec["adamerging_method"])
+                  if m in CFG["methods"] and r in method_regimes(CFG, m)]
+    if "full" in REGIMES:
+        evals += [f"{R}/eval/full/lowrank/{t}.json" for t in tasks]
+    out = {"evals": evals, "pretrained": rules.pretrain.output.weights}
+    for r in REGIMES:
+        out[f"tv_{r}"] = [f"{R}/taskvectors/{r}/{t}.safetensors" for t in tasks]
+    return out
+
+
 def similarity_methods(regime):
     return [m for m in AN["similarity_methods"] if regime in method_regimes(CFG, m)]
 
@@ -403,6 +452,8 @@ def manifest_files():
                     if method_uses_basis(m):
                         out += [f"{R}/basis/{r}/{AN_SUITE}.safetensors", f"{R}/basis/{r}/{AN_SUITE}.json"]
         out += [p[: -len(".png")] + ".json" for p in analysis_targets() if p.endswith(".png")]
+    if CFG["report"]["regime"] and "full" in REGIMES:
+        out += [f"{R}/eval/full/lowrank/{t}.json" for t in suite_tasks(REGIME_SUITE)]
     out += all_targets(manifest=False)
     return list(dict.fromkeys(out))
 

@@ -66,6 +66,42 @@ def cmd_pretrain(a):
                  a.out_weights, a.out_metrics, spec.get("device", "auto"))
 
 
+def cmd_ship_weights(a):
+    """Copy a pipeline-pretrained θ0 into the package as shipped weights, with its card."""
+    from . import shipped
+    from .io import load_json
+    from .models import open_clip_config
+    spec = _spec(a.spec)
+    corpus_spec = _spec(a.corpus_spec)
+    corpus_meta = load_json(Path(a.corpus) / "mini_meta.json") if a.corpus else {}
+    path = shipped.write_card(a.tag, a.weights, load_json(a.metrics), spec["model"],
+                              open_clip_config(spec["model"]["name"]), {**corpus_spec, **corpus_meta},
+                              spec["pretrain"], spec["seed"],
+                              extra={"image_size": spec["image_size"], "device": spec.get("device")})
+    print(path)
+
+
+def cmd_compare_weights(a):
+    """How close a reproduction of θ0 is to the shipped weights (rule pretrain_reproduction)."""
+    from . import shipped
+    from .io import load_json, load_tensors, save_json
+    ref_path = shipped.verified_weights(a.tag)
+    ref, new = load_tensors(ref_path), load_tensors(a.weights)
+    if set(ref) != set(new):
+        raise SystemExit(f"{a.weights}: keys differ from {ref_path}: "
+                         f"{sorted(set(ref) ^ set(new))[:5]}")
+    num = sum(float((new[k].double() - ref[k].double()).pow(2).sum()) for k in ref)
+    den = sum(float(ref[k].double().pow(2).sum()) for k in ref)
+    metrics = load_json(a.metrics)
+    card = shipped.read_card(a.tag)
+    save_json({"tag": a.tag, "identical": all(bool((new[k] == ref[k]).all()) for k in ref),
+               "relative_frobenius_difference": (num / den) ** 0.5,
+               "max_abs_difference": max(float((new[k] - ref[k]).abs().max()) for k in ref),
+               "seconds": metrics.get("seconds"), "shipped_seconds": card.get("seconds"),
+               "loss_last": metrics.get("loss_last"), "shipped_loss_last": card.get("loss_last")},
+              a.out)
+
+
 def cmd_random_init(a):
     spec = _spec(a.spec)
     from .models import save_random_init
@@ -109,7 +145,22 @@ def cmd_eval_reference(a):
     spec = _spec(a.spec)
     from .evaluate import eval_reference
     eval_reference(a.kind, a.regime, a.tasks, _evaluator_args(spec, a), a.taskvectors,
-                   a.out, spec, spec["seed"])
+                   a.out, spec, spec["seed"], rank_divisor=a.rank_divisor)
+
+
+def cmd_regime_report(a):
+    from .io import provenance
+    from .models import build_encoder
+    from .regime import regime_statistics, write_regime_report
+    spec = _spec(a.spec)
+    theta0 = build_encoder("full", spec["model"], a.pretrained).weights()
+    tvs: dict[str, list[str]] = {}
+    for item in a.taskvectors:
+        regime, path = item.split("=", 1)
+        tvs.setdefault(regime, []).append(path)
+    stats = regime_statistics(a.results, tvs, theta0, spec["tasks"], spec["ta_method"],
+                              spec.get("adamerging_method"))
+    write_regime_report(stats, a.out_md, a.out_json, spec["title"], provenance(spec))
 
 
 def cmd_decompose(a):
@@ -239,6 +290,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--spec", required=True); s.add_argument("--corpus")
     s.add_argument("--out-weights", required=True); s.add_argument("--out-metrics", required=True)
 
+    s = add("ship-weights", cmd_ship_weights,
+            "copy a pretrained θ0 into the package as shipped weights (model.pretrained: TAG) with its card")
+    for k in ("--tag", "--spec", "--corpus-spec", "--weights", "--metrics"):
+        s.add_argument(k, required=True)
+    s.add_argument("--corpus", help="the corpus directory (its generator metadata goes into the card)")
+
+    s = add("compare-weights", cmd_compare_weights, "compare a reproduced θ0 with shipped weights")
+    for k in ("--tag", "--weights", "--metrics", "--out"):
+        s.add_argument(k, required=True)
+
     s = add("random-init", cmd_random_init,
             "θ0 = the architecture's seeded random initialisation (model.random_init)")
     s.add_argument("--spec", required=True); s.add_argument("--corpus")
@@ -264,13 +325,21 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument(k, required=True)
 
     s = add("eval-reference", cmd_eval_reference, "zero-shot or individual accuracies")
-    s.add_argument("--kind", choices=["zeroshot", "individual"], required=True)
+    s.add_argument("--kind", choices=["zeroshot", "individual", "lowrank"], required=True)
     for k in ("--regime", "--spec", "--pretrained", "--out"):
         s.add_argument(k, required=True)
     s.add_argument("--tasks", nargs="+", required=True)
     s.add_argument("--data", nargs="+", required=True)
     s.add_argument("--heads", nargs="+", required=True)
     s.add_argument("--taskvectors", nargs="+")
+
+    s.add_argument("--rank-divisor", type=int, help="lowrank: keep r // N triplets per matrix key")
+
+    s = add("regime-report", cmd_regime_report, "tables/regime.{md,json}: is the run in the papers' regime?")
+    for k in ("--spec", "--pretrained", "--out-md", "--out-json"):
+        s.add_argument(k, required=True)
+    s.add_argument("--results", nargs="+", required=True, help="eval JSONs")
+    s.add_argument("--taskvectors", nargs="+", required=True, help="REGIME=PATH, in spec['tasks'] order")
 
     s = add("decompose", cmd_decompose, "the suite's shared top-k triplets and polar factors "
             "(read by TSV-M, DC-Merge, MDA and MDA AM)")

@@ -61,6 +61,17 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     return cfg
 
 
+def _check_shipped_tag(model: dict[str, Any]) -> None:
+    """The repo's own architectures have no open_clip tags: their pretrained tag must be shipped."""
+    from . import shipped
+    from .models import CONFIG_DIR
+    tag = model.get("pretrained")
+    if tag and (CONFIG_DIR / f"{model['name']}.json").is_file() and not shipped.is_shipped(model["name"], tag):
+        raise ConfigError(f"config key 'model.pretrained': '{tag}' is not shipped for '{model['name']}' "
+                          f"(shipped tags: {', '.join(shipped.shipped_tags()) or 'none'}; "
+                          f"files in {shipped.WEIGHTS_DIR})")
+
+
 def _semantic_checks(cfg: dict[str, Any]) -> None:
     from . import methods as M
 
@@ -83,6 +94,7 @@ def _semantic_checks(cfg: dict[str, Any]) -> None:
     if model.get("random_init") and model.get("pretrained"):
         raise ConfigError(f"config key 'model.random_init': true together with 'model.pretrained: "
                           f"{model['pretrained']}'; random init needs pretrained: null")
+    _check_shipped_tag(model)
     if model.get("head_text_encoder") == "hf" and not model.get("hf_name"):
         raise ConfigError("config key 'model.head_text_encoder': 'hf' needs 'model.hf_name' (the "
                           "Hugging Face CLIPModel whose text tower builds the heads)")

@@ -133,13 +133,22 @@ def _tau(path: str | Path) -> dict[str, torch.Tensor]:
 
 def eval_reference(kind: str, regime: str, tasks: Sequence[str], evaluator_args: Mapping[str, Any],
                    tv_paths: Sequence[str | Path] | None, out_json: str | Path,
-                   config_subset: Mapping[str, Any], seed: int) -> dict[str, Any]:
-    """Zero-shot (α = 0) or individual (each task with θ0 + τt) accuracies."""
+                   config_subset: Mapping[str, Any], seed: int,
+                   rank_divisor: int | None = None) -> dict[str, Any]:
+    """Zero-shot (α = 0), individual (each task with θ0 + τt) or lowrank (θ0 + τt with every
+    matrix key truncated to rank r // rank_divisor, the regime report's check) accuracies."""
+    if kind == "lowrank" and not rank_divisor:
+        raise ValueError("eval-reference --kind lowrank needs --rank-divisor (the suite's T)")
     ev = Evaluator(regime, tasks=tasks, **evaluator_args)
     res: dict[str, Any] = {"kind": kind, "regime": regime, "tasks": list(tasks),
                            "validation": {}, "test": {}}
+    if kind == "lowrank":
+        res["rank_divisor"] = rank_divisor
     for i, task in enumerate(progress(tasks, desc=f"{kind} {regime}")):
-        tau = _tau(tv_paths[i]) if kind == "individual" else None
+        tau = _tau(tv_paths[i]) if kind in ("individual", "lowrank") else None
+        if kind == "lowrank":
+            from .regime import truncate_rank
+            tau = truncate_rank(tau, rank_divisor)
         for split in ("validation", "test"):
             res[split][task] = ev.evaluate(i, tau, 1.0, split)
     res["provenance"] = provenance(dict(config_subset), seed=seed)

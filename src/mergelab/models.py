@@ -83,9 +83,19 @@ def open_clip_config(name: str) -> dict[str, Any]:
 
 def create_open_clip(name: str, pretrained: str | None = None, cache_dir: str | None = None,
                      quick_gelu: bool | None = None) -> nn.Module:
-    """An open_clip CLIP. ``pretrained`` is an open_clip tag (e.g. ``openai``) or None."""
+    """An open_clip CLIP. ``pretrained`` is an open_clip tag (e.g. ``openai``), the tag of
+    weights shipped with mergelab (mergelab/shipped.py), or None."""
     register_configs()
     import open_clip
+    from . import shipped
+    if shipped.is_shipped(name, pretrained):
+        model = create_open_clip(name, None, quick_gelu=quick_gelu)
+        path = shipped.verified_weights(pretrained)
+        missing, unexpected = model.load_state_dict(load_tensors(path), strict=False)
+        if missing or unexpected:
+            raise ArtifactError(f"{path}: does not match open_clip '{name}' (missing "
+                                f"{missing[:4]}, unexpected {unexpected[:4]})")
+        return model
     kwargs: dict[str, Any] = {}
     if cache_dir:
         kwargs["cache_dir"] = cache_dir

@@ -88,10 +88,16 @@ def loss_curve(losses: list[float], points: int = 100) -> list[list[float]]:
 
 def fetch_pretrained(model_cfg: Mapping[str, Any], out_weights: str | Path,
                      out_metrics: str | Path) -> dict[str, Any]:
-    """Paper scale: open_clip's published weights (e.g. ViT-B-32 'openai') saved as safetensors."""
-    model = create_open_clip(model_cfg["name"], model_cfg["pretrained"], model_cfg.get("cache_dir"))
+    """Published weights saved as safetensors: open_clip's (e.g. ViT-B-32 'openai') at paper
+    scale, or the weights shipped with mergelab (the mini suite's θ0)."""
+    from . import shipped
+    tag = model_cfg["pretrained"]
+    model = create_open_clip(model_cfg["name"], tag, model_cfg.get("cache_dir"))
+    source = f"mergelab shipped:{tag}" if shipped.is_shipped(model_cfg["name"], tag) else f"open_clip:{tag}"
     save_tensors(dict(model.state_dict()), out_weights,
-                 metadata={"model": model_cfg["name"], "source": f"open_clip:{model_cfg['pretrained']}"})
-    metrics = {"provenance": provenance({"model": dict(model_cfg)})}
+                 metadata={"model": model_cfg["name"], "source": source})
+    metrics = {"source": source, "provenance": provenance({"model": dict(model_cfg)})}
+    if source.startswith("mergelab shipped"):
+        metrics["card_sha256"] = shipped.read_card(tag)["sha256"]
     save_json(metrics, out_metrics)
     return metrics

