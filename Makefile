@@ -9,11 +9,12 @@ export PATH := $(BIN):$(PATH)
 CORES  ?= all
 PYTEST_ARGS ?=
 
-.PHONY: env run dry-run test lint lock report push pull clean-results help
+.PHONY: env run dry-run test test-fast lint lock report push pull clean-results help
 
 help:
 	@echo "make run      set up .venv (if needed) and run 'snakemake --cores all' on config/config.yaml"
 	@echo "make test     set up .venv (if needed) and run the test suite"
+	@echo "make test-fast  unit and property tests only (no Snakemake runs): the edit loop"
 	@echo "make lint     snakemake --lint"
 	@echo "make lock     re-resolve requirements.lock from requirements.in"
 	@echo "make report   HTML report of the tables and figures: results/report.html"
@@ -37,6 +38,9 @@ dry-run: env
 
 test: env
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+test-fast: env
+	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
 
 lint: env
 	$(BIN)/snakemake --lint

@@ -99,6 +99,10 @@ def _expected_jobs(cfg) -> Counter:
         "eval_zeroshot": len(tasks) * len(regimes), "eval_individual": len(tasks) * len(regimes),
         "merge": n_merges, "eval_merged": n_merges, "decompose": _n_decompositions(cfg),
         "report": len(regimes) * len(suites), "manifest": 1, "all": 1})
+    if cfg["report"]["regime"]:  # rules/regime.smk: truncation evals of the main suite, one table
+        main = cfg["report"]["main_suite"] or suites[0]
+        exp["eval_lowrank"] = len(cfg["suites"][main]) if "full" in regimes else 0
+        exp["regime_report"] = 1
     an = cfg.get("analysis")
     if an and an.get("enabled"):
         exp["analysis_spectrum"] = exp["analysis_etf"] = len(regimes)
@@ -177,7 +181,7 @@ def test_only_the_basis_methods_depend_on_decompose(monkeypatch):
 
 
 GPU_RULES = {"pretrain", "heads", "finetune", "eval_zeroshot", "eval_individual", "decompose",
-             "merge", "eval_merged"}
+             "merge", "eval_merged", "eval_lowrank"}
 
 
 def test_readme_job_table_matches_the_configs():
