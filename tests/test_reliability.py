@@ -325,3 +325,12 @@ def test_sigkill_during_snakemake_run(nano_run, tmp_path):
     assert sha_tree(res, "*.safetensors") == before
     for p, test_acc in before_eval.items():
         assert json.loads((res / "eval" / p).read_text())["test"] == test_acc, p
+
+
+def test_jobs_use_the_workflows_interpreter_without_an_activated_env(tmp_path):
+    """`.venv/bin/snakemake` with the environment not on PATH: a job's `python` is still the
+    environment's (rules/common.smk puts the interpreter's bin directory first on PATH)."""
+    wd = copy_nano_workflow(tmp_path / "wf")
+    env = tool_env(wd, PATH="/usr/bin:/bin", MERGELAB_FORKSERVER="off")
+    smk(wd, "data/nano/signs", env=env)
+    assert (wd / "data" / "nano" / "signs" / "mini_meta.json").is_file()
