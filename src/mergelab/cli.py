@@ -44,7 +44,7 @@ def cmd_prepare_task(a):
     spec = _spec(a.spec)
     from .data.prepare import prepare_task
     prepare_task(a.task, spec["task"], a.out, seed=spec["seed"], mini=spec.get("mini", {}),
-                 cache_dir=spec.get("cache_dir"), image_size=spec.get("image_size"))
+                 cache_dir=spec.get("cache_dir"))
 
 
 def cmd_build_corpus(a):

@@ -53,11 +53,6 @@ def pick_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
-def set_threads(n: int | None) -> None:
-    if n:
-        torch.set_num_threads(int(n))
-
-
 def seed_everything(seed: int) -> None:
     import random
 

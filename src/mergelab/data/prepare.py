@@ -6,8 +6,7 @@ from typing import Any, Mapping
 
 
 def prepare_task(task: str, task_cfg: Mapping[str, Any], out_dir: str | Path, seed: int = 0,
-                 mini: Mapping[str, Any] | None = None, cache_dir: str | None = None,
-                 image_size: int | None = None) -> None:
+                 mini: Mapping[str, Any] | None = None, cache_dir: str | None = None) -> None:
     source = task_cfg.get("source", "mini")
     if source == "mini":
         from .mini import build_task

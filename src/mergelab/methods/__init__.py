@@ -7,7 +7,6 @@ it raises a clear error.
 from __future__ import annotations
 
 import importlib
-import importlib.util
 from pathlib import Path
 from typing import Any
 
