@@ -1,0 +1,177 @@
+"""TIES / DARE-TIES whole-model trimming (methods/trim.py) against a NumPy reimplementation
+of the reference semantics written here: each task flattened over all keys, threshold = the
+(n − int(n·K))-th smallest |value|, sign = sign of the sum (0 → whole-model majority), mean
+of the agreeing entries."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mergelab.methods import build
+from mergelab.methods.base import DictSource, KeyInfo, MergeContext, MethodConfigError, key_seed
+from mergelab.methods.trim import whole_model_thresholds
+
+SHAPES = {"a.weight": (12, 9), "a.bias": (12,), "b.weight": (7, 5), "ln.weight": (9,)}
+
+
+def _store(n_tasks=4, seed=0, scales=None):
+    """Keys at very different scales, so whole-model and per-key trimming differ."""
+    g = torch.Generator().manual_seed(seed)
+    scales = scales or {"a.weight": 1.0, "a.bias": 0.05, "b.weight": 3.0, "ln.weight": 0.2}
+    return [{k: torch.randn(*s, generator=g) * scales[k] for k, s in SHAPES.items()}
+            for _ in range(n_tasks)]
+
+
+def np_kth_threshold(flat_abs: np.ndarray, fraction: float) -> float:
+    d = flat_abs.size
+    if fraction >= 1:
+        return 0.0
+    k = d - int(d * fraction)
+    return float(np.partition(flat_abs, k - 1)[k - 1])
+
+
+def np_ties_whole(taus, k_percent, per_task=None):
+    keys = list(taus[0])
+    rows = []
+    for t, tau in enumerate(taus):
+        vals = [tau[key].double().numpy().ravel() for key in keys]
+        if per_task is not None:
+            vals = [per_task(t, key, v) for key, v in zip(keys, vals)]
+        rows.append(np.concatenate(vals))
+    M = np.stack(rows)
+    thr = np.array([np_kth_threshold(np.abs(r.astype(np.float32)), k_percent / 100) for r in M])
+    M = M * (np.abs(M.astype(np.float32)) >= thr[:, None].astype(np.float32))
+    sign = np.sign(M.sum(0))
+    sign[sign == 0] = np.sign(sign.sum())
+    keep = np.where(sign[None] > 0, M > 0, M < 0)
+    sel = M * keep
+    merged = sel.sum(0) / np.maximum((sel != 0).sum(0), 1)
+    out, o = {}, 0
+    for key in keys:
+        n = taus[0][key].numel()
+        out[key] = merged[o:o + n].reshape(taus[0][key].shape)
+        o += n
+    return out
+
+
+def np_ties_per_key_old(taus_key, k_percent):
+    """The previous per-key rule: top round(n·k) of the key (at least 1), per-key majority (+1 if 0)."""
+    M = np.stack([t.double().numpy().ravel() for t in taus_key])
+    n = M.shape[1]
+    cnt = max(1, int(round(n * k_percent / 100)))
+    for i in range(len(M)):
+        a = np.abs(M[i].astype(np.float32))
+        thr = np.sort(a)[::-1][cnt - 1] if cnt < n else -1
+        M[i] = M[i] * (a >= thr)
+    el = np.sign(M.sum(0))
+    maj = np.sign(el.sum()) or 1.0
+    el[el == 0] = maj
+    agree = (np.sign(M) == el) & (M != 0)
+    return ((M * agree).sum(0) / np.maximum(agree.sum(0), 1)).reshape(taus_key[0].shape)
+
+
+def _ctx(n, seed=0):
+    return MergeContext(regime="full", tasks=[f"t{i}" for i in range(n)], seed=seed)
+
+
+def _close(out, ref):
+    for key in ref:
+        assert np.allclose(out[key].double().numpy(), ref[key], atol=1e-6), key
+
+
+@pytest.mark.parametrize("fraction", [0.2, 0.5, 0.01, 0.999, 1.0])
+def test_thresholds_are_the_exact_kth_value(fraction):
+    taus = _store(n_tasks=3, seed=1)
+    # spread over many exponents, with repeated magnitudes and zeros
+    taus[0]["a.weight"][0, :4] = 0.0
+    taus[1]["b.weight"][:, 0] = taus[1]["b.weight"][0, 0]
+    taus[2]["a.bias"] *= 1e-20
+    keys = list(SHAPES)
+
+    def produce(key):
+        return torch.stack([t[key].float() for t in taus])
+
+    thr = whole_model_thresholds(keys, produce, fraction)
+    for t in range(3):
+        flat = np.concatenate([taus[t][k].float().numpy().ravel() for k in keys])
+        assert thr[t].item() == np_kth_threshold(np.abs(flat), fraction)
+
+
+@pytest.mark.parametrize("k", [20.0, 50.0, 100.0])
+def test_ties_default_is_whole_model(k):
+    taus = _store()
+    m = build("ties", k=k)
+    assert m.params["trim_scope"] == "model"
+    out = m.merge(DictSource(taus), _ctx(4))
+    _close(out, np_ties_whole(taus, k))
+    if k < 100:  # the keys' scales differ: per-key trimming gives another merge
+        per_key = build("ties", k=k, trim_scope="per_key").merge(DictSource(taus), _ctx(4))
+        assert not all(torch.allclose(out[key], per_key[key]) for key in out)
+
+
+def test_ties_zero_sum_entries_take_the_whole_model_majority():
+    taus = _store(n_tasks=2, seed=2)
+    # exact cancellation at one kept entry: its sign comes from the whole model
+    taus[1]["b.weight"][0, 0] = -taus[0]["b.weight"][0, 0]
+    taus[0]["b.weight"][0, 0] = 50.0
+    taus[1]["b.weight"][0, 0] = -50.0
+    out = build("ties", k=30).merge(DictSource(taus), _ctx(2))
+    ref = np_ties_whole(taus, 30)
+    _close(out, ref)
+    assert abs(out["b.weight"][0, 0].item()) == 50.0
+
+
+def test_ties_per_key_option_matches_the_old_rule():
+    taus = _store(seed=3)
+    out = build("ties", k=20, trim_scope="per_key").merge(DictSource(taus), _ctx(4))
+    for key in SHAPES:
+        assert np.allclose(out[key].numpy(), np_ties_per_key_old([t[key] for t in taus], 20),
+                           atol=1e-6), key
+
+
+def test_ties_merge_key_refuses_whole_model_scope():
+    taus = _store()
+    info = KeyInfo(key="a.weight", regime="full", n_tasks=4, seed=0, is_matrix=True)
+    with pytest.raises(MethodConfigError, match="trim_scope"):
+        build("ties").merge_key([t["a.weight"] for t in taus], info)
+    with pytest.raises(MethodConfigError, match="trim_scope"):
+        build("ties", trim_scope="layer")
+
+
+def test_ties_keeps_dtype():
+    taus = [{k: v.half() for k, v in t.items()} for t in _store()]
+    out = build("ties").merge(DictSource(taus), _ctx(4))
+    assert all(out[k].dtype == torch.float16 for k in out)
+
+
+def _np_dare_mask(key, seed, n_tasks, p, shape):
+    """The DARE drop of every task of one key, drawn as the method draws it (seeded per key)."""
+    g = torch.Generator().manual_seed(key_seed(seed, key))
+    return [(torch.rand(shape, generator=g) >= p).double().numpy().ravel() / (1 - p)
+            for _ in range(n_tasks)]
+
+
+@pytest.mark.parametrize("p", [0.0, 0.5])
+def test_dare_ties_whole_model(p):
+    taus = _store(seed=4)
+    seed = 7
+    masks = {key: _np_dare_mask(key, seed, 4, p, SHAPES[key]) for key in SHAPES}
+    ref = np_ties_whole(taus, 20, per_task=lambda t, key, v: v * masks[key][t])
+    out = build("dare", p=p, base="ties", k=20).merge(DictSource(taus), _ctx(4, seed=seed))
+    _close(out, ref)
+    if p == 0.0:
+        ties = build("ties", k=20).merge(DictSource(taus), _ctx(4))
+        assert all(torch.equal(out[k], ties[k]) for k in out)
+
+
+def test_dare_ties_per_key_option_matches_the_old_rule():
+    taus = _store(seed=5)
+    seed = 2
+    out = build("dare", p=0.5, base="ties", k=20, trim_scope="per_key").merge(
+        DictSource(taus), _ctx(4, seed=seed))
+    for key in SHAPES:
+        masks = _np_dare_mask(key, seed, 4, 0.5, SHAPES[key])
+        dropped = [torch.tensor(t[key].double().numpy().ravel() * m).reshape(SHAPES[key]).float()
+                   for t, m in zip(taus, masks)]
+        assert np.allclose(out[key].numpy(), np_ties_per_key_old(dropped, 20), atol=1e-6), key
