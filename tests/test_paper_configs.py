@@ -65,6 +65,9 @@ def test_config_validates_and_follows_protocol(path):
             (16, 16, 0.1, 3e-4, 0.1, 500, 10000, 32)
         assert set(lo["target_modules"]) == {"q_proj", "k_proj", "v_proj", "out_proj"}
         assert cfg["model"]["hf_name"].startswith("openai/clip-vit-")
+        # the public KnOTS ViT configs: KnOTS-TIES topK 20; KnOTS-DARE-TIES topK 100, p 0.1
+        assert cfg["methods"]["knots_ties"]["params"] == {"k": 20}
+        assert cfg["methods"]["knots_dare_ties"]["params"] == {"k": 100, "dare_p": 0.1}
     # every registered method that supports the regime has an instance
     used = {spec["method"] for spec in cfg["methods"].values()}
     missing = [m for m in M.available(regime) if m not in used]

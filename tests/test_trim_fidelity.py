@@ -175,3 +175,81 @@ def test_dare_ties_per_key_option_matches_the_old_rule():
         dropped = [torch.tensor(t[key].double().numpy().ravel() * m).reshape(SHAPES[key]).float()
                    for t, m in zip(taus, masks)]
         assert np.allclose(out[key].numpy(), np_ties_per_key_old(dropped, 20), atol=1e-6), key
+
+
+# ---------------------------------------------------------------- KnOTS
+
+def np_knots_whole(taus, k_percent, p=0.0, seed=0):
+    """KnOTS as the public code computes it, in NumPy float64: per module SVD of [Δ1 … ΔT]
+    (σ > 1e-5), Σ Vtᵀ per task, DARE on those factors, TIES over all modules of a task."""
+    keys = list(taus[0])
+    T = len(taus)
+    bases, factors = {}, {}
+    for key in keys:
+        D = [t[key].double().numpy() for t in taus]
+        U, S, Vh = np.linalg.svd(np.concatenate(D, axis=1), full_matrices=False)
+        keep = S > 1e-5
+        U, S, Vh = U[:, keep], S[keep], Vh[keep]
+        n = D[0].shape[1]
+        F = np.stack([np.diag(S) @ Vh[:, t * n:(t + 1) * n] for t in range(T)])
+        if p > 0:  # the method's per-key draw: one torch.rand over [T, r, n]
+            g = torch.Generator().manual_seed(key_seed(seed, key))
+            F = F * (torch.rand(F.shape, generator=g) >= p).double().numpy() / (1 - p)
+        bases[key], factors[key] = U, F
+    rows = np.concatenate([factors[key].reshape(T, -1) for key in keys], axis=1)
+    thr = np.array([np_kth_threshold(np.abs(r.astype(np.float32)), k_percent / 100) for r in rows])
+    M = rows * (np.abs(rows.astype(np.float32)) >= thr[:, None].astype(np.float32))
+    sign = np.sign(M.sum(0))
+    sign[sign == 0] = np.sign(sign.sum())
+    keep = np.where(sign[None] > 0, M > 0, M < 0)
+    sel = M * keep
+    merged = sel.sum(0) / np.maximum((sel != 0).sum(0), 1)
+    out, o = {}, 0
+    for key in keys:
+        shape = factors[key].shape[1:]
+        n = int(np.prod(shape))
+        out[key] = bases[key] @ merged[o:o + n].reshape(shape)
+        o += n
+    return out
+
+
+def _lora_store(T=3, seed=0):
+    """Low-rank updates of three modules at different scales (as LoRA products B·A)."""
+    g = torch.Generator().manual_seed(seed)
+    dims = {"q.weight": (16, 16, 1.0), "fc1.weight": (24, 16, 0.1), "fc2.weight": (16, 24, 5.0)}
+    return [{k: (torch.randn(m, 2, generator=g) @ torch.randn(2, n, generator=g)) * sc
+             for k, (m, n, sc) in dims.items()} for _ in range(T)]
+
+
+@pytest.mark.parametrize("k,p", [(20.0, 0.0), (100.0, 0.1), (20.0, 0.3)])
+def test_knots_whole_model_matches_numpy(k, p):
+    taus = _lora_store()
+    ctx = MergeContext(regime="lora", tasks=["a", "b", "c"], seed=5, lora_rank=2)
+    out = build("knots", k=k, dare_p=p).merge(DictSource(taus), ctx)
+    ref = np_knots_whole(taus, k, p, seed=5)
+    scale = np.sqrt(sum(np.linalg.norm(r) ** 2 for r in ref.values()))
+    for key in ref:
+        err = np.linalg.norm(out[key].double().numpy() - ref[key]) / scale
+        assert err < 1e-5, (key, err)
+    if k < 100:  # the modules' scales differ: per-module ranking is another merge
+        per_key = build("knots", k=k, dare_p=p, trim_scope="per_key").merge(DictSource(taus), ctx)
+        assert not all(torch.allclose(out[key], per_key[key], atol=1e-6) for key in out)
+
+
+def test_knots_dare_acts_on_the_right_factors():
+    """DARE after the SVD keeps every update inside the span of the shared U; a drop on
+    B·A before the SVD would leave it."""
+    taus = _lora_store(seed=1)
+    ctx = MergeContext(regime="lora", tasks=["a", "b", "c"], seed=0, lora_rank=2)
+    out = build("knots", k=100, dare_p=0.5).merge(DictSource(taus), ctx)
+    for key in out:
+        D = np.concatenate([t[key].double().numpy() for t in taus], axis=1)
+        U, S, _ = np.linalg.svd(D, full_matrices=False)
+        U = U[:, S > 1e-5]
+        X = out[key].double().numpy()
+        assert np.linalg.norm(X - U @ (U.T @ X)) <= 1e-5 * np.linalg.norm(X), key
+
+
+def test_knots_defaults_follow_the_public_configs():
+    m = build("knots")
+    assert m.params["k"] == 20.0 and m.params["dare_p"] == 0.0 and m.params["trim_scope"] == "model"
