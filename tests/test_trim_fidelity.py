@@ -253,3 +253,43 @@ def test_knots_dare_acts_on_the_right_factors():
 def test_knots_defaults_follow_the_public_configs():
     m = build("knots")
     assert m.params["k"] == 20.0 and m.params["dare_p"] == 0.0 and m.params["trim_scope"] == "model"
+
+
+# ---------------------------------------------------------------- WUDI variants
+
+def _autograd_wudi(taus, lr=1e-5, steps=300):
+    """The WUDI loop as written in the papers' code: autograd on the summed normalised loss."""
+    v = torch.stack([t.double() for t in taus])
+    x = torch.nn.Parameter(v.sum(0).clone())
+    opt = torch.optim.Adam([x], lr=lr, weight_decay=0)
+    norms = v.reshape(len(taus), -1).norm(dim=-1) ** 2
+    for _ in range(steps):
+        loss = (((x.unsqueeze(0) - v) @ v.transpose(1, 2)) ** 2 / norms[:, None, None]).sum()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    return x.detach()
+
+
+@pytest.mark.parametrize("other", ["mean", "zero"])
+def test_wudi_other_keys_variants(other):
+    g = torch.Generator().manual_seed(0)
+    attn = "visual.transformer.resblocks.0.attn.in_proj_weight"
+    shapes = {attn: (18, 6), "visual.transformer.resblocks.0.attn.in_proj_bias": (18,),
+              "visual.conv1.weight": (6, 3, 2, 2), "visual.ln_post.weight": (6,),
+              "visual.transformer.resblocks.0.mlp.c_fc.weight": (12, 6)}
+    taus = [{k: torch.randn(*s, generator=g) for k, s in shapes.items()} for _ in range(3)]
+    m = build("wudi", other_keys=other, steps=50, lr=1e-2)
+    out = m.merge(DictSource(taus), MergeContext(regime="full", tasks=["a", "b", "c"]))
+    for key in shapes:
+        stack = torch.stack([t[key] for t in taus])
+        if key.endswith(("in_proj_weight", "c_fc.weight")):
+            ref = _autograd_wudi([t[key] for t in taus], lr=1e-2, steps=50)
+            assert torch.allclose(out[key].double(), ref, rtol=1e-3, atol=1e-4), key
+        elif other == "mean":
+            assert torch.allclose(out[key], stack.mean(0)), key
+        else:
+            assert torch.count_nonzero(out[key]) == 0, key
+    assert build("wudi").params["other_keys"] == "mean"
+    with pytest.raises(MethodConfigError, match="other_keys"):
+        build("wudi", other_keys="sum")
