@@ -293,3 +293,28 @@ def test_wudi_other_keys_variants(other):
     assert build("wudi").params["other_keys"] == "mean"
     with pytest.raises(MethodConfigError, match="other_keys"):
         build("wudi", other_keys="sum")
+
+
+# ---------------------------------------------------------------- MDA AM start
+
+def test_merge_reads_the_init_alpha_from_the_eval_json(tmp_path):
+    import json
+
+    from mergelab.merge import _set_initial_alpha
+    from mergelab.io import ArtifactError
+    path = tmp_path / "mda.json"
+    rec = {"method": "mda", "regime": "full", "suite": "main", "tasks": ["a", "b"], "alpha": 1.3}
+    path.write_text(json.dumps(rec))
+    m = build("mda_am")
+    ctx = MergeContext(regime="full", tasks=["a", "b"])
+    _set_initial_alpha("mda_am", m, ctx, "full", "main", ["a", "b"], path)
+    assert ctx.extras["init_alpha"] == 1.3 and ctx.aux["init_from"]["method"] == "mda"
+    with pytest.raises(ArtifactError, match="suite"):
+        _set_initial_alpha("mda_am", m, MergeContext(regime="full", tasks=["a", "b"]),
+                           "full", "other", ["a", "b"], path)
+    with pytest.raises(ValueError, match="--init-from"):
+        _set_initial_alpha("mda_am", m, MergeContext(regime="full", tasks=["a", "b"]),
+                           "full", "main", ["a", "b"], None)
+    with pytest.raises(ValueError, match="from_method"):
+        _set_initial_alpha("x", build("mda_am", init=0.4), MergeContext(regime="full", tasks=["a"]),
+                           "full", "main", ["a", "b"], path)
