@@ -318,3 +318,42 @@ def test_merge_reads_the_init_alpha_from_the_eval_json(tmp_path):
     with pytest.raises(ValueError, match="from_method"):
         _set_initial_alpha("x", build("mda_am", init=0.4), MergeContext(regime="full", tasks=["a"]),
                            "full", "main", ["a", "b"], path)
+
+
+# ---------------------------------------------------------------- KnOTS LoRA partitions
+
+def test_shipped_knots_permutations():
+    from mergelab.data.knots_index import KNOTS_TEST_SIZES, knots_permutation, knots_split
+    first = {"Cars": [674, 6476, 4288], "GTSRB": [7031, 1287, 236], "MNIST": [7249, 2682, 8484],
+             "SUN397": [12836, 4749, 16448], "SVHN": [25714, 9001, 17129]}
+    for task, n in KNOTS_TEST_SIZES.items():
+        perm = knots_permutation(task)
+        assert perm.shape == (n,) and np.array_equal(np.sort(perm), np.arange(n)), task
+        assert perm[:3].tolist() == first[task]
+        val, test = knots_split(task, n)
+        assert len(val) == int(n * 0.2) and val + test == perm.tolist()
+    assert knots_split("MNIST", 9999) is None and knots_permutation("DTD") is None
+
+
+def test_index_reader_never_unpickles(tmp_path):
+    from mergelab.data.knots_index import IndexFileError, read_index_pt
+    perm = np.random.default_rng(0).permutation(300)
+    torch.save(perm, tmp_path / "perm.pt")
+    assert np.array_equal(read_index_pt(tmp_path / "perm.pt"), perm)
+    torch.save(torch.arange(5), tmp_path / "tensor.pt")   # torch globals: refused
+    with pytest.raises(IndexFileError, match="tensor.pt"):
+        read_index_pt(tmp_path / "tensor.pt")
+    torch.save(perm.astype(np.float32), tmp_path / "float.pt")
+    with pytest.raises(IndexFileError, match="int"):
+        read_index_pt(tmp_path / "float.pt")
+
+
+def test_lora_rule_uses_the_knots_file_when_sizes_match():
+    from mergelab.data import paper as P
+    notes: list[str] = []
+    val, test, desc = P._lora_validation("MNIST", 10000, "test", 0, notes)
+    assert val[:3] == [7249, 2682, 8484] and len(val) == 2000 and len(test) == 8000
+    assert "knots_splits/MNIST.npy" in desc and not notes
+    val, test, desc = P._lora_validation("MNIST", 50, "test", 0, notes)
+    assert (val, test) == P.test_split_indices(50, 0) and "seeded 0" in desc
+    assert "indexes 10000" in notes[0]
