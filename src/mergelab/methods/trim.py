@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Sequence
 
+import numpy as np
 import torch
 
 #: produces one key's stacked per-task values [T, *shape] (float32), e.g. the task vectors,
@@ -28,38 +29,32 @@ _HI_BINS = 1 << 15   # |x| has sign bit 0: high half-words 0 … 32767
 _LO_BINS = 1 << 16
 
 
-def _abs_bits(stack: torch.Tensor) -> torch.Tensor:
-    """int64 view of the float32 bit patterns of |stack|, one row per task."""
-    a = stack.detach().float().abs().reshape(stack.shape[0], -1).contiguous()
-    return a.view(torch.int32).to(torch.int64)
-
-
-def _row_bincount(values: torch.Tensor, bins: int) -> torch.Tensor:
-    """Per-row histogram of non-negative integers < bins: [T, bins] int64."""
-    t = values.shape[0]
-    offset = torch.arange(t, device=values.device).unsqueeze(1) * bins
-    return torch.bincount((values + offset).flatten(), minlength=t * bins).reshape(t, bins)
+def _abs_bits(stack: torch.Tensor) -> np.ndarray:
+    """int32 bit patterns of the float32 |stack|, one row per task (non-negative: they
+    sort like the magnitudes)."""
+    a = stack.detach().float().abs().reshape(stack.shape[0], -1).cpu().contiguous()
+    return a.view(torch.int32).numpy()
 
 
 def _high_histogram(keys, produce, progress) -> torch.Tensor:
     hist = None
     for key in progress(keys):
-        h = _row_bincount(_abs_bits(produce(key)) >> 16, _HI_BINS).cpu()
+        bits = _abs_bits(produce(key))
+        h = np.stack([np.bincount(row >> 16, minlength=_HI_BINS) for row in bits])
         hist = h if hist is None else hist + h
     if hist is None:
         raise ValueError("whole-model trimming: the task-vector source has no keys")
-    return hist
+    return torch.from_numpy(hist.astype(np.int64))
 
 
 def _low_histogram(keys, produce, hi: torch.Tensor, progress) -> torch.Tensor:
-    hist = torch.zeros(len(hi), _LO_BINS, dtype=torch.int64)
+    """Per task, the histogram of the low 16 bits of the entries whose high bits are ``hi``."""
+    hist = np.zeros((len(hi), _LO_BINS), dtype=np.int64)
+    want = hi.numpy()
     for key in progress(keys):
-        bits = _abs_bits(produce(key))
-        in_bin = (bits >> 16) == hi.to(bits.device).unsqueeze(1)
-        # entries outside the chosen high bin go to an overflow bin that is dropped
-        lo = torch.where(in_bin, bits & 0xFFFF, torch.full_like(bits, _LO_BINS))
-        hist += _row_bincount(lo, _LO_BINS + 1)[:, :_LO_BINS].cpu()
-    return hist
+        for t, row in enumerate(_abs_bits(produce(key))):
+            hist[t] += np.bincount(row[(row >> 16) == want[t]] & 0xFFFF, minlength=_LO_BINS)
+    return torch.from_numpy(hist)
 
 
 def _bin_of_rank(hist: torch.Tensor, ranks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
