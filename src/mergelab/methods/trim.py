@@ -1,8 +1,9 @@
 """Whole-model TIES trimming, streamed key by key.
 
 The public TIES code (``prateeky2806/ties-merging``), FusionBench
-(``ties_merging_utils.topk_values_mask``), the TSV and AdaMerging repositories flatten each
-task vector over all keys into one row and keep the entries whose magnitude is at least the
+(``ties_merging_utils.topk_values_mask``, by its header adapted from the AdaMerging
+repository's) and KnOTS (``masking_ops``) flatten each task vector over all keys into one
+row and keep the entries whose magnitude is at least the
 ``(n − int(n·K))``-th smallest |value| of that row (K = k / 100, n = the task's entry count;
 K ≥ 1 keeps everything). Signs are then elected per entry (sign of the sum of the trimmed
 values; entries whose sum is 0 take the sign of the sum of all elected signs of the whole
