@@ -14,6 +14,7 @@ from mergelab.config import (
     ConfigError,
     all_method_instances,
     alpha_grid,
+    init_source,
     method_regimes,
     validate_config,
 )
@@ -352,6 +353,9 @@ def merge_inputs(w):
     }
     if method_uses_basis(w.method):
         inp["basis"] = f"{R}/basis/{w.regime}/{w.suite}.safetensors"
+    init = init_source(CFG, w.method)
+    if init is not None:  # init: from_method (MDA AM): λ starts at that instance's validated α
+        inp["init_eval"] = f"{R}/eval/{w.regime}/{w.suite}/{init}.json"
     if method_needs_data(w.method):
         inp["pretrained"] = rules.pretrain.output.weights
         inp["data"] = [f"{D}/{t}" for t in tasks]

@@ -4,6 +4,9 @@
 # decompose: once per (regime, suite), the top-k triplets and polar factors of every large
 # key that TSV-M, DC-Merge, MDA and MDA AM would otherwise each compute (src/mergelab/basis.py;
 # config key shared_basis). Only merges of those methods depend on it.
+#
+# A method with `init: from_method` (MDA AM by default) also depends on the eval JSON of its
+# init_method instance (MDA) on the same regime and suite: λ starts at that validated α.
 
 
 rule decompose:
@@ -43,6 +46,7 @@ rule merge:
             f"--heads {' '.join(input.heads)}" if "data" in input.keys() else ""
         ),
         basis=lambda w, input: f"--basis {input.basis}" if "basis" in input.keys() else "",
+        init=lambda w, input: f"--init-from {input.init_eval}" if "init_eval" in input.keys() else "",
     conda:
         "../envs/mergelab.yaml"
     log:
@@ -53,5 +57,5 @@ rule merge:
     shell:
         "python -m mergelab.cli merge --method {wildcards.method} --regime {wildcards.regime} "
         "--suite {wildcards.suite} --spec {params.spec:q} --tasks {params.tasks} "
-        "--taskvectors {input.taskvectors} {params.data} {params.basis} "
+        "--taskvectors {input.taskvectors} {params.data} {params.basis} {params.init} "
         "--out-tau {output.tau} --out-json {output.info} > {log} 2>&1"

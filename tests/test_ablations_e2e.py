@@ -98,3 +98,13 @@ def test_rotation_ablation_and_sweep_outputs(abl_run):
         assert (abl_run / "figures" / "analysis" / f"sensitivity_mda_k.{ext}").stat().st_size > 1000
     sweep = json.dumps(json.loads((abl_run / "figures" / "analysis" / "sensitivity_mda_k.json").read_text()))
     assert "0.1" in sweep and "1/T" in sweep
+
+
+def test_mda_am_starts_at_the_validated_mda_alpha(abl_run):
+    """The mda_am merge read the mda eval JSON of its own suite and started λ at its α."""
+    for suite in ("duo", "trio"):
+        mda = json.loads((abl_run / "eval" / "full" / suite / "mda.json").read_text())
+        for inst in ("mda_am", "mda_am_norot"):
+            info = json.loads((abl_run / "merged" / "full" / suite / f"{inst}.json").read_text())
+            assert info["aux"]["init_from"]["alpha"] == mda["alpha"]
+            assert info["aux"]["init"] == {"lambda": mda["alpha"], "from_method": "mda"}

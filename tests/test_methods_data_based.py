@@ -80,10 +80,13 @@ class NoTestLabels(MemEvaluator):
         return self.data[(i, split)][0]
 
 
-def _merge(world, name, ev=None, seed=0, **params):
+def _merge(world, name, ev=None, seed=0, init_alpha=0.3, **params):
+    """``init_alpha``: the validated α the pipeline would pass for ``init: from_method``."""
     ev = ev or MemEvaluator(world)
     ctx = MergeContext(regime="full", tasks=list(TASKS), seed=seed)
     ctx.extras["evaluator"] = ev
+    if init_alpha is not None:
+        ctx.extras["init_alpha"] = init_alpha
     ctx.evaluate = ev.evaluate
     defaults = dict(steps=12, batch_size=16, batches_per_step=1, lr=0.05)
     defaults.update(params)
@@ -98,7 +101,13 @@ def test_registered_defaults_and_validation():
         assert cls.needs_data and cls.alpha_grid == "fixed1"
         p = build(name).params
         # paper defaults stay in the method defaults
-        assert (p["steps"], p["batch_size"], p["lr"], p["init"]) == (500, 16, 1e-3, 0.3)
+        assert (p["steps"], p["batch_size"], p["lr"]) == (500, 16, 1e-3)
+    assert build("adamerging").params["init"] == 0.3
+    assert build("adamerging").params["clamp_range"] == (0.0, 1.0)
+    # MDA AM starts from the Algorithm 1 model: λ = MDA's validated α, inside the clamp range
+    am = build("mda_am").params
+    assert (am["init"], am["init_method"], am["clamp_range"]) == ("from_method", "mda", (0.0, 3.0))
+    assert am["rotation_lr"] == 1e-5
     assert build("mda_am").params["etf_weight"] == 0.8
     assert build("mda_am").params["procrustes_weight"] == 0.2
     with pytest.raises(MethodConfigError):
@@ -235,6 +244,38 @@ def test_mda_am_without_rotation_and_init_is_mda(world):
         assert torch.allclose(v, 0.3 * mda[k], atol=1e-5), k
     out, _ = _merge(world, "mda_am", rotation=False, steps=3)
     assert not split_merged(out)[1]
+
+
+def test_mda_am_starts_at_the_validated_alpha_inside_the_clamp_range(world):
+    """λ ≡ MDA's α (here 1.2 > 1, where the old [0, 1] clamp would have cut it to 1) gives
+    the Algorithm 1 model θ0 + α·τm exactly at step 0."""
+    out, ctx = _merge(world, "mda_am", rotation=False, steps=0, init_alpha=1.2)
+    weights, _ = split_merged(out)
+    mda = build("mda").merge(DictSource(world["taus"]), MergeContext(regime="full", tasks=list(TASKS)))
+    for k, v in weights.items():
+        assert torch.allclose(v, 1.2 * mda[k], atol=1e-5), k
+    assert torch.allclose(torch.tensor(ctx.aux["coefficients"]["lambda"]), torch.tensor(1.2))
+    assert ctx.aux["init"] == {"lambda": 1.2, "from_method": "mda"}
+    # after training, λ stays inside the clamp range
+    _, ctx = _merge(world, "mda_am", rotation=False, steps=4, lr=1.0, init_alpha=2.9)
+    lam = torch.tensor(ctx.aux["coefficients"]["lambda"])
+    assert (lam >= 0).all() and (lam <= 3).all()
+
+
+def test_init_errors_name_the_parameter(world):
+    with pytest.raises(MethodConfigError, match="--init-from"):
+        _merge(world, "mda_am", steps=0, init_alpha=None)
+    with pytest.raises(MethodConfigError, match="clamp_range"):
+        _merge(world, "mda_am", steps=0, init_alpha=3.5)
+    with pytest.raises(MethodConfigError, match="clamp_range"):
+        build("adamerging", init=1.5)
+    with pytest.raises(MethodConfigError, match="init_method"):
+        build("adamerging", init="from_method")
+    with pytest.raises(MethodConfigError, match="clamp_range"):
+        build("mda_am", clamp_range=[1.0, 0.0])
+    # a numeric start stays possible, and the clamp can be widened for it
+    assert build("mda_am", init=0.4).params["init"] == 0.4
+    assert build("adamerging", init=1.5, clamp_range=[0, 2]).params["clamp_range"] == (0.0, 2.0)
 
 
 def test_saved_rotations_and_coefficients_reload_to_identical_evaluation(world, tmp_path):

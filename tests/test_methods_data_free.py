@@ -53,14 +53,15 @@ def test_dare_unbiased_in_expectation():
 @pytest.mark.parametrize("base", ["task_arithmetic", "ties"])
 def test_dare_p0_equals_base(base):
     taus = _taus()
-    out = build("dare", p=0.0, base=base, k=30).merge_key(taus, _info())
-    ref = (TaskArithmetic() if base == "task_arithmetic" else Ties(k=30)).merge_key(taus, _info())
+    out = build("dare", p=0.0, base=base, k=30, trim_scope="per_key").merge_key(taus, _info())
+    ref = (TaskArithmetic() if base == "task_arithmetic"
+           else Ties(k=30, trim_scope="per_key")).merge_key(taus, _info())
     assert torch.equal(out, ref)
 
 
 def test_dare_deterministic_per_key_seed():
     taus = _taus()
-    m = build("dare", p=0.9, base="ties")
+    m = build("dare", p=0.9, base="ties", trim_scope="per_key")
     a = m.merge_key(taus, _info(seed=5))
     b = m.merge_key(taus, _info(seed=5))
     c = m.merge_key(taus, _info(seed=6))

@@ -365,23 +365,25 @@ def test_dc_mask_scale():
 
 def test_knots_single_task_returns_delta():
     d = synth(24, 24, 0, rank=4)
-    out = build("knots", k=100).merge_key([d], info(1, "lora", rank=4))
+    ctx = MergeContext(regime="lora", tasks=["a"], lora_rank=4)
+    out = build("knots", k=100).merge(DictSource([{"w": d}]), ctx)["w"]
     assert rel(out, d) < 1e-5
-    out20 = build("knots").merge_key([d], info(1, "lora", rank=4))
+    out20 = build("knots").merge(DictSource([{"w": d}]), ctx)["w"]
     assert torch.isfinite(out20).all() and rel(out20, d) < 1
 
 
 @pytest.mark.parametrize("k", [100.0, 20.0])
-def test_knots_matches_reference(k):
+def test_knots_per_key_option_matches_reference(k):
     taus = [synth(24, 20, s, rank=4) for s in range(3)]
-    out = build("knots", k=k).merge_key(taus, info(3, "lora", rank=4))
+    out = build("knots", k=k, trim_scope="per_key").merge_key(taus, info(3, "lora", rank=4))
     assert rel(out, ref_knots(taus, k)) < 1e-4
 
 
 def test_knots_dare_is_seeded():
-    taus = [synth(16, 16, s, rank=2) for s in range(2)]
-    a = build("knots", k=100, dare_p=0.1).merge_key(taus, info(2, "lora", rank=2))
-    b = build("knots", k=100, dare_p=0.1).merge_key(taus, info(2, "lora", rank=2))
+    taus = [{"w": synth(16, 16, s, rank=2)} for s in range(2)]
+    ctx = MergeContext(regime="lora", tasks=["a", "b"], lora_rank=2)
+    a = build("knots", k=100, dare_p=0.1).merge(DictSource(taus), ctx)["w"]
+    b = build("knots", k=100, dare_p=0.1).merge(DictSource(taus), ctx)["w"]
     assert torch.equal(a, b) and torch.isfinite(a).all()
 
 

@@ -11,6 +11,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import yaml
 
 from mergelab import methods as M
 from mergelab.config import load_config, method_regimes
@@ -65,6 +66,9 @@ def test_config_validates_and_follows_protocol(path):
             (16, 16, 0.1, 3e-4, 0.1, 500, 10000, 32)
         assert set(lo["target_modules"]) == {"q_proj", "k_proj", "v_proj", "out_proj"}
         assert cfg["model"]["hf_name"].startswith("openai/clip-vit-")
+        # the public KnOTS ViT configs: KnOTS-TIES topK 20; KnOTS-DARE-TIES topK 100, p 0.1
+        assert cfg["methods"]["knots_ties"]["params"] == {"k": 20}
+        assert cfg["methods"]["knots_dare_ties"]["params"] == {"k": 100, "dare_p": 0.1}
     # every registered method that supports the regime has an instance
     used = {spec["method"] for spec in cfg["methods"].values()}
     missing = [m for m in M.available(regime) if m not in used]
@@ -178,6 +182,43 @@ def test_only_the_basis_methods_depend_on_decompose(monkeypatch):
     assert n == 1 and readers == {"tsv_m", "dc_merge", "mda", "mda_am"}
     readers, n = _basis_readers(["--config", "shared_basis=False"])
     assert n == 0 and readers == set()
+
+
+def _init_edges(configfile: Path) -> set[tuple[str, str]]:
+    """(method of an eval_merged job, method of a merge job that needs it) edges of the DAG
+    of ``configfile``; an eval_merged node is named after the merge that feeds it."""
+    dot = _snakemake(["--dag", "--configfile", str(configfile), "--cores", "1", "--quiet"])
+    nodes = dict(re.findall(r'^\s*(\d+)\[label = "([^"]+)"', dot, flags=re.M))
+    edges = re.findall(r"^\s*(\d+) -> (\d+)", dot, flags=re.M)
+    rule = {n: re.split(r"\\n|\n", label)[0] for n, label in nodes.items()}
+    merged = {n: re.search(r"method: (\w+)", label).group(1)
+              for n, label in nodes.items() if rule[n] == "merge"}
+    evaluated = {b: merged[a] for a, b in edges if a in merged and rule[b] == "eval_merged"}
+    return {(evaluated[a], merged[b]) for a, b in edges if a in evaluated and b in merged}
+
+
+def test_mda_am_merge_depends_on_the_mda_eval(monkeypatch, tmp_path):
+    """MDA AM starts λ at MDA's validated α (init: from_method, its default): its merge needs
+    the mda eval JSON of the same suite; with a numeric init the edge is gone."""
+    monkeypatch.chdir(REPO)
+    smoke = REPO / "config/smoke/vit-b-32_full.yaml"
+    assert _init_edges(smoke) == {("mda", "mda_am")}
+    cfg = yaml.safe_load(smoke.read_text())
+    cfg["methods"]["mda_am"].setdefault("params", {})["init"] = 0.4
+    numeric = tmp_path / "numeric_init.yaml"
+    numeric.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    assert _init_edges(numeric) == set()
+
+
+def test_init_method_must_be_another_instance(tmp_path):
+    from mergelab.config import ConfigError, validate_config
+    cfg = yaml.safe_load((REPO / "config/smoke/vit-b-32_full.yaml").read_text())
+    cfg["methods"]["mda_am"]["params"]["init_method"] = "nope"
+    with pytest.raises(ConfigError, match="methods.mda_am.params.init_method"):
+        validate_config(cfg)
+    cfg["methods"]["mda_am"]["params"]["init_method"] = "weight_averaging"
+    with pytest.raises(ConfigError, match="fixed α grid"):
+        validate_config(cfg)
 
 
 GPU_RULES = {"pretrain", "heads", "finetune", "eval_zeroshot", "eval_individual", "decompose",

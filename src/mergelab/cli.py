@@ -177,7 +177,7 @@ def cmd_merge(a):
     ev_args = _evaluator_args(spec, a) if a.data else None
     run_merge(a.method, spec["method_spec"], a.regime, a.suite, a.tasks, a.taskvectors,
               a.out_tau, a.out_json, spec["seed"], spec.get("lora_rank"),
-              spec.get("device", "auto"), ev_args, spec, basis_path=a.basis)
+              spec.get("device", "auto"), ev_args, spec, basis_path=a.basis, init_from=a.init_from)
 
 
 def cmd_eval_merged(a):
@@ -356,6 +356,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--pretrained"); s.add_argument("--data", nargs="+")
     s.add_argument("--heads", nargs="+")
     s.add_argument("--basis", help="the suite's shared decomposition (rule decompose)")
+    s.add_argument("--init-from", help="eval JSON whose α starts the coefficients (init: from_method)")
 
     s = add("eval-merged", cmd_eval_merged, "choose α on validation, evaluate on test")
     for k in ("--method", "--regime", "--suite", "--spec", "--pretrained", "--merged", "--out"):

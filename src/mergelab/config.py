@@ -130,6 +130,7 @@ def _semantic_checks(cfg: dict[str, Any]) -> None:
                                   f"'{spec['method']}' does not support regime '{r}'")
         if inst in ("zeroshot", "individual"):
             raise ConfigError(f"config key 'methods.{inst}': '{inst}' is a reserved row name")
+        _check_init_source(cfg, inst)
     an = cfg.get("analysis", {})
     if an.get("suite") is not None and an["suite"] not in cfg["suites"]:
         raise ConfigError(f"config key 'analysis.suite': unknown suite '{an['suite']}'")
@@ -201,6 +202,38 @@ def sweep_instances(cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
                              "label": (sw.get("labels") or [None] * len(sw["values"]))[i]}
             out[f"{name}_{i}"] = spec
     return out
+
+
+def init_source(cfg: Mapping[str, Any], inst: str) -> str | None:
+    """The method instance whose validated α starts ``inst``'s coefficients
+    (``init: from_method``; MDA AM's default: ``mda``), or None."""
+    from . import methods as M
+    spec = cfg["methods"][inst] if inst in cfg["methods"] else all_method_instances(cfg)[inst]
+    params = M.build(spec["method"], **spec.get("params", {})).params
+    return params.get("init_method") if params.get("init") == "from_method" else None
+
+
+def _check_init_source(cfg: Mapping[str, Any], inst: str) -> None:
+    src = init_source(cfg, inst)
+    if src is None:
+        return
+    key = f"methods.{inst}.params.init_method"
+    if src not in cfg["methods"] or src == inst:
+        raise ConfigError(f"config key '{key}': '{src}' is not another method instance of "
+                          f"methods (init: from_method starts λ at that instance's validated α)")
+    missing = set(method_regimes(cfg, inst)) - set(method_regimes(cfg, src))
+    if missing:
+        raise ConfigError(f"config key '{key}': '{src}' does not run in regime(s) "
+                          f"{sorted(missing)} where '{inst}' runs")
+    if _has_fixed_alpha(cfg, src):
+        raise ConfigError(f"config key '{key}': '{src}' has the fixed α grid [1.0]; its α says "
+                          f"nothing (choose a method whose α is validated)")
+
+
+def _has_fixed_alpha(cfg: Mapping[str, Any], inst: str) -> bool:
+    from . import methods as M
+    spec = cfg["methods"][inst]
+    return not spec.get("alpha_grid") and M.get_method(spec["method"]).alpha_grid == "fixed1"
 
 
 def all_method_instances(cfg: Mapping[str, Any]) -> dict[str, dict[str, Any]]:

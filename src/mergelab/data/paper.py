@@ -27,8 +27,11 @@ Split rules (``data.tasks.<task>.split_protocol``):
   lengths ``[n - n_val, n_val]`` does; training uses the rest; test = the standard
   test split.
 * ``lora`` (KnOTS protocol): Cars, GTSRB, MNIST, SUN397, SVHN: validation = the
-  first 20 % of a seeded permutation of the test split, test = the other 80 %,
-  training = the whole training split. DTD, EuroSAT, RESISC45: the source's own
+  first 20 % of the KnOTS code's fixed permutation of the test split (shipped as
+  ``mergelab/data/knots_splits/<task>.npy``, ``mergelab.data.knots_index``), test = the
+  other 80 %, training = the whole training split. When the test split has another size
+  than the file indexes, a permutation seeded with the config seed replaces it and
+  ``mergelab_source.json`` says so. DTD, EuroSAT, RESISC45: the source's own
   validation split (``val/`` folder or a ``validation``/``valid``/``val`` split);
   when the source has none, the ``full`` rule is used and this is recorded in
   ``mergelab_source.json``. Every other task: the ``full`` rule.
@@ -537,7 +540,7 @@ def full_split_indices(n: int, seed: int = 0, fraction: float = FULL_VAL_FRACTIO
 def test_split_indices(n: int, seed: int = 0,
                        fraction: float = LORA_VAL_FRACTION) -> tuple[list[int], list[int]]:
     """(validation, test) indices: the first ``int(n * fraction)`` of a seeded permutation
-    are validation, the rest test (the KnOTS shuffled-index rule)."""
+    are validation, the rest test (the KnOTS rule when its index file does not apply)."""
     import torch
 
     n_val = int(n * fraction)
@@ -555,6 +558,27 @@ def split_rule(task: str, protocol: str) -> str:
     elif protocol != "full":
         raise PaperDataError(f"task '{task}': unknown split_protocol {protocol!r} (full|lora)")
     return "full_train10"
+
+
+def _lora_validation(task: str, n: int, s_test: str, seed: int,
+                     notes: list[str]) -> tuple[list[int], list[int], str]:
+    """(validation, test, description) of the LoRA rule: the KnOTS index file when it indexes
+    a test split of this size, else a seeded permutation (with a note saying why)."""
+    from .knots_index import KNOTS_TEST_SIZES, knots_split
+
+    name = canonical_task(task) or task
+    fixed = knots_split(name, n, LORA_VAL_FRACTION)
+    if fixed is not None:
+        val_idx, test_idx = fixed
+        return val_idx, test_idx, (
+            f"{LORA_VAL_FRACTION:.0%} of the test split '{s_test}' (first {len(val_idx)} of "
+            f"the KnOTS index file knots_splits/{name}.npy); test = the rest")
+    if name in KNOTS_TEST_SIZES:
+        notes.append(f"test split '{s_test}' has {n} images but the KnOTS index file indexes "
+                     f"{KNOTS_TEST_SIZES[name]}: used a permutation seeded {seed} instead")
+    val_idx, test_idx = test_split_indices(n, seed)
+    return val_idx, test_idx, (f"{LORA_VAL_FRACTION:.0%} of the test split '{s_test}' (first "
+                               f"{len(val_idx)} of a permutation seeded {seed}); test = the rest")
 
 
 # --------------------------------------------------------------------------------------
@@ -660,11 +684,9 @@ def prepare_task(task: str, task_cfg: Mapping[str, Any], out_dir: str | Path, se
         test_full = standard(s_test)
         notes = []
         if rule == "lora_test20":
-            val_idx, test_idx = test_split_indices(len(test_full), seed)
+            val_idx, test_idx, vdesc = _lora_validation(task, len(test_full), s_test, seed, notes)
             splits = {"train": train_full, "validation": test_full.select(val_idx),
                       "test": test_full.select(test_idx)}
-            vdesc = (f"{LORA_VAL_FRACTION:.0%} of the test split '{s_test}' (first "
-                     f"{len(val_idx)} of a permutation seeded {seed}); test = the rest")
         elif rule == "own_validation" and s_val is not None:
             splits = {"train": train_full, "validation": standard(s_val), "test": test_full}
             vdesc = f"the source's own validation split '{s_val}'"

@@ -6,7 +6,9 @@ minimisation on unlabeled test images.
 
 * a "layer" is one parameter tensor of the image encoder (one λ per task and
   per state-dict key); task-wise AdaMerging shares one λ per task;
-* λ starts at 0.3 (the "prior") and is clamped to [0, 1] in every forward;
+* λ starts at 0.3 (the "prior") and is clamped to [0, 1] in every forward
+  (``init``, ``clamp_range``; ``init: from_method`` starts at the validated α of the
+  method instance ``init_method``, read by the pipeline from its eval JSON);
 * Adam, lr 1e-3, betas (0.9, 0.999), no weight decay, 500 steps;
 * each step draws, for every task, two shuffled batches of 16 unlabeled **test**
   images, sums the mean Shannon entropy of the task head's softmax over all
@@ -32,6 +34,10 @@ from torch.func import functional_call
 from ..evaluate import COEFFICIENT_PREFIX
 from ..models import normalize_images
 from .base import MergeContext, MergeMethod, MethodConfigError, TaskVectorSource
+
+
+#: ``init`` value: start λ at another method instance's validated α (its eval JSON)
+FROM_METHOD = "from_method"
 
 
 def softmax_entropy(logits: torch.Tensor) -> torch.Tensor:
@@ -90,8 +96,10 @@ class EntropyMerging(MergeMethod):
         "batch_size": 16,
         "batches_per_step": 2,    # the original takes two batches per task per step
         "lr": 1.0e-3,
-        "init": 0.3,
-        "clamp": True,            # clamp λ to [0, 1] in every forward (as the original)
+        "init": 0.3,              # a number, or "from_method": the validated α of init_method
+        "init_method": None,      # method instance whose eval JSON gives λ's start (from_method)
+        "clamp": True,            # clamp λ to clamp_range in every forward (as the original)
+        "clamp_range": (0.0, 1.0),
         "split": "test",          # the unlabeled images (AdaMerging: test; labels never read)
     }
 
@@ -107,10 +115,49 @@ class EntropyMerging(MergeMethod):
             raise MethodConfigError(f"method '{self.name}': batch_size must be ≥ 1, got {p['batch_size']!r}")
         if not isinstance(p["lr"], (int, float)) or p["lr"] <= 0:
             raise MethodConfigError(f"method '{self.name}': lr must be > 0, got {p['lr']!r}")
-        if not isinstance(p["init"], (int, float)) or isinstance(p["init"], bool):
-            raise MethodConfigError(f"method '{self.name}': init must be a number, got {p['init']!r}")
+        self._validate_init()
         if p["split"] not in ("test", "validation", "train"):
             raise MethodConfigError(f"method '{self.name}': split must be test, validation or train")
+
+    def _validate_init(self) -> None:
+        p, name = self.params, self.name
+        rng = p["clamp_range"]
+        if (not isinstance(rng, (list, tuple)) or len(rng) != 2
+                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in rng)
+                or not rng[0] < rng[1]):
+            raise MethodConfigError(f"method '{name}': clamp_range must be [low, high] with "
+                                    f"low < high, got {rng!r}")
+        p["clamp_range"] = (float(rng[0]), float(rng[1]))
+        if p["init"] == FROM_METHOD:
+            if not isinstance(p["init_method"], str) or not p["init_method"]:
+                raise MethodConfigError(f"method '{name}': init: {FROM_METHOD} needs init_method "
+                                        f"(the method instance whose validated α starts λ)")
+            return
+        if not isinstance(p["init"], (int, float)) or isinstance(p["init"], bool):
+            raise MethodConfigError(f"method '{name}': init must be a number or "
+                                    f"'{FROM_METHOD}', got {p['init']!r}")
+        self.check_init_in_range(float(p["init"]))
+
+    def check_init_in_range(self, value: float) -> None:
+        """The clamp range must contain λ's start, or the first forward would move it."""
+        lo, hi = self.params["clamp_range"]
+        if self.params["clamp"] and not lo <= value <= hi:
+            raise MethodConfigError(f"method '{self.name}': λ starts at {value} outside "
+                                    f"clamp_range [{lo}, {hi}]; widen clamp_range")
+
+    def initial_lambda(self, ctx: MergeContext) -> float:
+        """λ's start: the number ``init``, or the validated α the pipeline passed in
+        ``ctx.extras['init_alpha']`` (from ``init_method``'s eval JSON) for ``init: from_method``."""
+        p = self.params
+        if p["init"] != FROM_METHOD:
+            return float(p["init"])
+        if "init_alpha" not in ctx.extras:
+            raise MethodConfigError(
+                f"method '{self.name}': init: {FROM_METHOD} needs the validated α of method "
+                f"instance '{p['init_method']}' (the merge rule passes its eval JSON, --init-from)")
+        value = float(ctx.extras["init_alpha"])
+        self.check_init_in_range(value)
+        return value
 
     # -- hooks ---------------------------------------------------------------
     def task_vectors(self, store: TaskVectorSource, ctx: MergeContext, progress) -> dict[str, torch.Tensor]:
@@ -134,11 +181,13 @@ class EntropyMerging(MergeMethod):
 
     # -- the loop --------------------------------------------------------------
     def coefficients(self, raw: torch.Tensor) -> torch.Tensor:
-        return raw.clamp(0.0, 1.0) if self.params["clamp"] else raw
+        lo, hi = self.params["clamp_range"]
+        return raw.clamp(lo, hi) if self.params["clamp"] else raw
 
     def merge(self, store: TaskVectorSource, ctx: MergeContext,
               progress: Callable[[Iterable], Iterable] = lambda x: x) -> dict[str, torch.Tensor]:
         p = self.params
+        init = self.initial_lambda(ctx)
         ev = get_evaluator(ctx, self.name)
         dev = ev.dev
         n_tasks = len(ctx.tasks)
@@ -159,7 +208,7 @@ class EntropyMerging(MergeMethod):
         images = [ev.images(i, p["split"]) for i in range(n_tasks)]
         self.setup(ev, ctx, dev)
 
-        raw = torch.nn.Parameter(torch.full((n_tasks, n_groups), float(p["init"]), device=dev))
+        raw = torch.nn.Parameter(torch.full((n_tasks, n_groups), init, device=dev))
         opt = torch.optim.Adam([{"params": [raw], "lr": float(p["lr"])}] + self.extra_parameters(),
                                lr=float(p["lr"]), betas=(0.9, 0.999), weight_decay=0.0)
         gen = torch.Generator().manual_seed(int(ctx.seed))
@@ -201,6 +250,8 @@ class EntropyMerging(MergeMethod):
             "groups": keys if p["granularity"] == "layer" else ["all"],
             "lambda": lam.cpu().tolist(),
         }
+        ctx.aux["init"] = {"lambda": init, "from_method": p["init_method"]
+                           if p["init"] == FROM_METHOD else None}
         ctx.aux["history"] = history
         ctx.aux["unlabeled_split"] = p["split"]
         return out

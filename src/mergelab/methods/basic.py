@@ -1,11 +1,13 @@
 """Weight averaging, task arithmetic and TIES."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 
-from .base import KeyInfo, MergeMethod, MethodConfigError, disjoint_mean, topk_mask
+from .base import (KeyInfo, MergeContext, MergeMethod, MethodConfigError, TaskVectorSource,
+                   disjoint_mean, topk_mask)
+from .trim import ties_merge_streamed, whole_model_thresholds
 
 
 class WeightAveraging(MergeMethod):
@@ -27,18 +29,64 @@ class TaskArithmetic(MergeMethod):
         return torch.stack([t.float() for t in taus]).sum(dim=0)
 
 
+TRIM_SCOPES = ("model", "per_key")
+
+
+def check_trim(method: str, k, scope) -> None:
+    """Validate TIES' ``k`` (percent kept) and ``trim_scope``."""
+    if not isinstance(k, (int, float)) or isinstance(k, bool) or not 0 < k <= 100:
+        raise MethodConfigError(f"method '{method}': k must be in (0, 100], got {k!r}")
+    if scope not in TRIM_SCOPES:
+        raise MethodConfigError(f"method '{method}': trim_scope must be one of {TRIM_SCOPES}, "
+                                f"got {scope!r}")
+
+
+def whole_model_ties(store: TaskVectorSource, per_task: Callable[[str, list], list], k: float,
+                     ctx: MergeContext, progress: Callable[[Iterable], Iterable]
+                     ) -> dict[str, torch.Tensor]:
+    """TIES with one magnitude threshold per task over all keys (``methods/trim.py``).
+
+    ``per_task(key, taus)`` turns one key's task vectors (float32, on ``ctx.device``) into the
+    values TIES trims (identity for TIES, the DARE drop for DARE-TIES); the result is in the
+    task vectors' dtypes on the CPU.
+    """
+    keys = list(store.keys())
+    dtypes: dict[str, torch.dtype] = {}
+
+    def produce(key: str) -> torch.Tensor:
+        taus = store.get(key)
+        dtypes[key] = taus[0].dtype
+        return torch.stack(per_task(key, [t.float().to(ctx.device) for t in taus]))
+
+    thresholds = whole_model_thresholds(keys, produce, k / 100.0, progress)
+    merged = ties_merge_streamed(keys, produce, thresholds, progress)
+    return {key: merged[key].to(dtype=dtypes[key], device="cpu") for key in keys}
+
+
 class Ties(MergeMethod):
-    """TIES-merging: trim to the top k % by magnitude, elect signs, disjoint mean."""
+    """TIES-merging: trim to the top k % by magnitude, elect signs, disjoint mean.
+
+    ``trim_scope: model`` (default): one threshold per task over the whole model, as the
+    TIES, FusionBench, TSV and AdaMerging code; ``per_key``: the top k % of every key.
+    """
 
     name = "ties"
-    defaults = {"k": 20.0}
+    defaults = {"k": 20.0, "trim_scope": "model"}
 
     def validate(self) -> None:
-        k = self.params["k"]
-        if not isinstance(k, (int, float)) or not 0 < k <= 100:
-            raise MethodConfigError(f"method 'ties': k must be in (0, 100], got {k!r}")
+        check_trim("ties", self.params["k"], self.params["trim_scope"])
 
     def merge_key(self, taus: Sequence[torch.Tensor], info: KeyInfo) -> torch.Tensor:
+        if self.params["trim_scope"] != "per_key":
+            raise MethodConfigError("method 'ties': whole-model trimming needs every key; "
+                                    "use merge(store, ctx) or trim_scope: per_key")
         frac = self.params["k"] / 100.0
         stack = torch.stack([t.float() * topk_mask(t.float(), frac) for t in taus])
         return disjoint_mean(stack)
+
+    def merge(self, store: TaskVectorSource, ctx: MergeContext,
+              progress: Callable[[Iterable], Iterable] = lambda x: x) -> dict[str, torch.Tensor]:
+        if self.params["trim_scope"] == "per_key":
+            return super().merge(store, ctx, progress)
+        return whole_model_ties(store, lambda key, taus: taus, float(self.params["k"]), ctx,
+                                progress)

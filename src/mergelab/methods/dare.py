@@ -14,14 +14,22 @@ set ``p: 0.9`` in the config to get the DARE-paper setting.
 
 The masks are drawn from the per-key generator (``info.generator()``), so a
 merge is reproducible for a given run seed and independent of key order.
+
+DARE-TIES trims as TIES does (``trim_scope``, default ``model``): FusionBench's
+``DareTiesMerging`` drops every key first, then flattens each dropped task vector over the
+whole model and keeps its top k %; ``per_key`` keeps the top k % of every key instead.
+The whole-model route draws each key's mask again in each of its passes (same generator
+seed, same mask) instead of holding the dropped model.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 
-from .base import KeyInfo, MergeMethod, MethodConfigError, disjoint_mean, topk_mask
+from .base import (KeyInfo, MergeContext, MergeMethod, MethodConfigError, TaskVectorSource,
+                   disjoint_mean, key_seed, topk_mask)
+from .basic import check_trim, whole_model_ties
 
 BASES = ("task_arithmetic", "ties")
 
@@ -44,7 +52,7 @@ class Dare(MergeMethod):
 
     name = "dare"
     alpha_grid = "ta"  # both bases use the 1/30 … 1 grid
-    defaults = {"p": 0.5, "base": "task_arithmetic", "k": 20.0}
+    defaults = {"p": 0.5, "base": "task_arithmetic", "k": 20.0, "trim_scope": "model"}
 
     def validate(self) -> None:
         p, base, k = self.params["p"], self.params["base"], self.params["k"]
@@ -52,8 +60,7 @@ class Dare(MergeMethod):
             raise MethodConfigError(f"method 'dare': p must be in [0, 1), got {p!r}")
         if base not in BASES:
             raise MethodConfigError(f"method 'dare': base must be one of {BASES}, got {base!r}")
-        if not isinstance(k, (int, float)) or isinstance(k, bool) or not 0 < k <= 100:
-            raise MethodConfigError(f"method 'dare': k must be in (0, 100], got {k!r}")
+        check_trim("dare", k, self.params["trim_scope"])
         self.params["p"] = float(p)
 
     def merge_key(self, taus: Sequence[torch.Tensor], info: KeyInfo) -> torch.Tensor:
@@ -61,6 +68,21 @@ class Dare(MergeMethod):
         dropped = dare_drop(taus, self.params["p"], gen)
         if self.params["base"] == "task_arithmetic":
             return torch.stack(dropped).sum(dim=0)
+        if self.params["trim_scope"] != "per_key":
+            raise MethodConfigError("method 'dare': DARE-TIES with whole-model trimming needs "
+                                    "every key; use merge(store, ctx) or trim_scope: per_key")
         frac = self.params["k"] / 100.0
         stack = torch.stack([t * topk_mask(t, frac) for t in dropped])
         return disjoint_mean(stack)
+
+    def merge(self, store: TaskVectorSource, ctx: MergeContext,
+              progress: Callable[[Iterable], Iterable] = lambda x: x) -> dict[str, torch.Tensor]:
+        if self.params["base"] != "ties" or self.params["trim_scope"] == "per_key":
+            return super().merge(store, ctx, progress)
+
+        def dropped(key: str, taus: list[torch.Tensor]) -> list[torch.Tensor]:
+            gen = torch.Generator(device=taus[0].device)
+            gen.manual_seed(key_seed(ctx.seed, key))   # the per-key generator of merge_key
+            return dare_drop(taus, self.params["p"], gen)
+
+        return whole_model_ties(store, dropped, float(self.params["k"]), ctx, progress)

@@ -1,69 +1,143 @@
-"""KnOTS (LoRA adapters): methods.md "KnOTS".
+"""KnOTS (LoRA adapters): methods.md "KnOTS", as the public code (``gstoica27/KnOTS``,
+``task_merger.SVDMerger`` + ``masking_ops``) computes it.
 
-Per adapted module with updates Δt (d_out × d_in): concatenate side by side,
-[Δ1 … ΔT] = U Σ [V1ᵀ … VTᵀ] (economical SVD; components with σ ≤ 1e-5 dropped as
-in the public code); the per-task right factors carry the singular values
-(KnOTS "s_on_V": Σ Vtᵀ = Uᵀ Δt); they are merged with TIES (top `k` % per task,
-elected sign = sign of the sum, disjoint mean) and Δm = U · merged.
+1. Per adapted module with updates Δt (d_out × d_in): one SVD of the side-by-side
+   concatenation, [Δ1 … ΔT] = U Σ [V1ᵀ … VTᵀ]; components with σ ≤ 1e-5 are dropped. The
+   per-task right factors carry the singular values ("s_on_V"): Σ Vtᵀ = Uᵀ Δt.
+2. DARE-TIES (``dare_p`` > 0): every entry of every Σ Vtᵀ is dropped with probability p and
+   the survivors are rescaled by 1/(1 − p) — after the SVD, on the right factors.
+3. TIES over the whole model (``trim_scope: model``, default): each task's Σ Vtᵀ of *all*
+   modules form one vector; it keeps its top k % by magnitude (one threshold per task, the
+   reference's ``kthvalue`` rule, ``methods/trim.py``), signs are elected per entry (sign
+   of the sum; 0 → the whole model's majority) and the agreeing entries are averaged.
+   ``trim_scope: per_key`` ranks every module on its own.
+4. Δm = U · merged.
 
-Defaults follow the public ViT-B/32 KnOTS-TIES config (topK = 20). DARE-TIES:
-`dare_p` > 0 drops each entry of Δt with probability p and rescales by 1/(1−p)
-before the SVD (public config: p = 0.1 with k = 100). Difference from the public
-code: TIES' top-k is taken per module here (the public code ranks the
-flattened vector of all modules of a task at once).
-Vector keys (none in the LoRA task vectors): mean.
+Defaults and paper configs follow the public ViT configs: KnOTS-TIES ``topK = 20``, no DARE
+(``k: 20``, the default); KnOTS-DARE-TIES ``topK = 100`` with ``dare_pruning_coeffs = 0.1``
+(``k: 100, dare_p: 0.1``). The DARE masks come from the per-key generator (seeded by run
+seed and key) instead of the public code's single global seed: same distribution, another
+random stream. Vector keys (none in LoRA task vectors) merge as the mean and take no part
+in the ranking.
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Iterable, Sequence
 
 import torch
 
-from .base import KeyInfo, MergeMethod, MethodConfigError, disjoint_mean, topk_mask
+from .base import (KeyInfo, MergeContext, MergeMethod, MethodConfigError, TaskVectorSource,
+                   disjoint_mean, is_matrix_key, key_seed, topk_mask)
+from .basic import check_trim
 from .linalg import F64, robust_svd
+from .trim import ties_merge_streamed, whole_model_thresholds
 from .tsv import vector_mean
+
+#: singular values at or below this are dropped (the public code's support threshold)
+SIGMA_FLOOR = 1e-5
+#: decompositions kept in memory between the passes of whole-model trimming (bytes);
+#: beyond it they are recomputed in each pass
+CACHE_BYTES = 2 << 30
+
+
+def shared_left_basis(deltas: Sequence[torch.Tensor]) -> torch.Tensor:
+    """U (float32, d_out × r) of the economical SVD of [Δ1 … ΔT], σ > 1e-5 only, columns in
+    descending σ as an SVD orders them (DARE's masks are drawn in that order).
+
+    Through the d_out × d_out Gram in float64; when the Gram cannot resolve the smallest kept
+    σ (below 1e-7 of the largest) the concatenation itself is decomposed.
+    """
+    m = deltas[0].shape[0]
+    gram = torch.zeros(m, m, dtype=F64, device=deltas[0].device)
+    for d in deltas:
+        d64 = d.to(F64)
+        gram += d64 @ d64.T
+    w, q = torch.linalg.eigh(gram)
+    s, q = w.flip(0).clamp_min(0).sqrt(), q.flip(1)
+    keep = s > SIGMA_FLOOR
+    if keep.any() and s[keep].min() <= 1e-7 * s.max():
+        u, s2, _ = robust_svd(torch.cat(deltas, dim=1).to(F64), full_matrices=False)
+        return u[:, s2 > SIGMA_FLOOR].to(torch.float32)
+    return q[:, keep].to(torch.float32)
+
+
+def dare_on_factors(factors: torch.Tensor, p: float, generator: torch.Generator) -> torch.Tensor:
+    """Drop each entry of the stacked Σ Vtᵀ [T, r, d_in] with probability p, rescale by 1/(1−p)."""
+    if p == 0:
+        return factors
+    keep = torch.rand(factors.shape, generator=generator, device=factors.device) >= p
+    return factors * keep / (1.0 - p)
 
 
 class KnOTS(MergeMethod):
     name = "knots"
     regimes = ("lora",)
     alpha_grid = "ta"
-    defaults = {"k": 20.0, "dare_p": 0.0}
+    defaults = {"k": 20.0, "dare_p": 0.0, "trim_scope": "model"}
 
     def validate(self) -> None:
-        k, p = self.params["k"], self.params["dare_p"]
-        if not isinstance(k, (int, float)) or not 0 < k <= 100:
-            raise MethodConfigError(f"method 'knots': k must be in (0, 100], got {k!r}")
-        if not isinstance(p, (int, float)) or not 0 <= p < 1:
+        check_trim("knots", self.params["k"], self.params["trim_scope"])
+        p = self.params["dare_p"]
+        if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 <= p < 1:
             raise MethodConfigError(f"method 'knots': dare_p must be in [0, 1), got {p!r}")
+
+    def decompose(self, taus: Sequence[torch.Tensor], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(U, stacked Σ Vtᵀ after DARE) of one module; U has 0 columns when every Δt is 0."""
+        deltas = [t.float() for t in taus]
+        u = shared_left_basis(deltas)
+        factors = torch.stack([u.T @ d for d in deltas])
+        g = torch.Generator(device=factors.device)
+        g.manual_seed(seed)
+        return u, dare_on_factors(factors, float(self.params["dare_p"]), g)
 
     def merge_key(self, taus: Sequence[torch.Tensor], info: KeyInfo) -> torch.Tensor:
         if not info.is_matrix:
             return vector_mean(taus)
-        deltas = [t.float() for t in taus]
-        p = float(self.params["dare_p"])
-        if p > 0:
-            g = info.generator()
-            deltas = [d * (torch.rand(d.shape, generator=g) >= p) / (1 - p) for d in deltas]
-        m = deltas[0].shape[0]
-        # economical SVD of the m × (T·n) concatenation through its m×m Gram
-        G = torch.zeros(m, m, dtype=F64)
-        for d in deltas:
-            d64 = d.to(F64)
-            G += d64 @ d64.T
-        w, Q = torch.linalg.eigh(G)
-        s = w.clamp_min(0).sqrt()
-        keep = s > 1e-5
-        if s.max() > 0 and s[keep].min() <= 1e-7 * s.max():
-            # Gram resolution too low for the smallest kept σ: exact SVD of the concatenation
-            U, s2, _ = robust_svd(torch.cat(deltas, dim=1).to(F64), full_matrices=False)
-            U = U[:, s2 > 1e-5]
-        else:
-            U = Q[:, keep]
-        if U.shape[1] == 0:
-            return torch.zeros_like(deltas[0])
-        U32 = U.to(torch.float32)
-        sV = [U32.T @ d for d in deltas]  # Σ Vtᵀ = Uᵀ Δt
+        if self.params["trim_scope"] != "per_key":
+            raise MethodConfigError("method 'knots': TIES over all modules needs every key; "
+                                    "use merge(store, ctx) or trim_scope: per_key")
+        u, factors = self.decompose(taus, info.seed)
+        if u.shape[1] == 0:
+            return torch.zeros_like(taus[0], dtype=torch.float32)
         frac = float(self.params["k"]) / 100.0
-        stack = torch.stack([v * topk_mask(v, frac) for v in sV])
-        return U32 @ disjoint_mean(stack)
+        stack = torch.stack([f * topk_mask(f, frac) for f in factors])
+        return u @ disjoint_mean(stack)
+
+    def merge(self, store: TaskVectorSource, ctx: MergeContext,
+              progress: Callable[[Iterable], Iterable] = lambda x: x) -> dict[str, torch.Tensor]:
+        if self.params["trim_scope"] == "per_key":
+            return super().merge(store, ctx, progress)
+        out: dict[str, torch.Tensor] = {}
+        modules: list[str] = []
+        dtypes: dict[str, torch.dtype] = {}
+        for key in store.keys():
+            taus = store.get(key)
+            dtypes[key] = taus[0].dtype
+            if is_matrix_key(key, taus[0].shape):
+                modules.append(key)
+            else:
+                out[key] = vector_mean(taus).to(dtype=taus[0].dtype)
+        cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        cached_bytes = 0
+
+        def decomposition(key: str) -> tuple[torch.Tensor, torch.Tensor]:
+            nonlocal cached_bytes
+            if key in cache:
+                return cache[key]
+            taus = [t.to(ctx.device) for t in store.get(key)]
+            u, factors = self.decompose(taus, key_seed(ctx.seed, key))
+            size = (u.numel() + factors.numel()) * 4
+            if cached_bytes + size <= CACHE_BYTES:
+                cache[key] = (u, factors)
+                cached_bytes += size
+            return u, factors
+
+        if modules:
+            produce = lambda key: decomposition(key)[1]  # noqa: E731
+            thresholds = whole_model_thresholds(modules, produce, float(self.params["k"]) / 100.0,
+                                                progress)
+            merged = ties_merge_streamed(modules, produce, thresholds, progress)
+            for key in modules:
+                u = decomposition(key)[0]
+                out[key] = (u @ merged[key]).to(dtype=dtypes[key], device="cpu")
+        return {key: out[key].cpu() for key in store.keys()}

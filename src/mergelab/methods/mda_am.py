@@ -1,9 +1,11 @@
 """MDA, feature space (Algorithm 2, data-based, "MDA AM").
 
-Start from the Algorithm 1 (``mda``) ETF-aligned per-task vectors and jointly
-learn layer-wise fusion coefficients λt,l (as in layer-wise AdaMerging) and one
-rotation Rt ∈ SO(d) per task acting on the image features before task t's head,
-on unlabeled test images:
+Start from the Algorithm 1 (``mda``) model — its ETF-aligned per-task vectors with every
+λ at MDA's validated α (``init: from_method``, ``init_method: mda``: the pipeline reads α
+from the ``mda`` eval JSON of the same suite; a number is accepted too) — and jointly
+learn layer-wise fusion coefficients λt,l (as in layer-wise AdaMerging, clamped to
+``clamp_range`` [0, 3], which holds MDA's α grid) and one rotation Rt ∈ SO(d) per task
+acting on the image features before task t's head, on unlabeled test images:
 
     loss = Σt [ entropy(head_t(Rt f))
                + α · mean ‖Rt f̂ − e_t(ŷ)‖²          (ETF alignment)
@@ -27,7 +29,7 @@ from typing import Any, Mapping
 import torch
 
 from ..evaluate import ROTATION_PREFIX
-from .adamerging import EntropyMerging, softmax_entropy
+from .adamerging import FROM_METHOD, EntropyMerging, softmax_entropy
 from .base import MergeContext, MethodConfigError, TaskVectorSource, is_matrix_key
 from .linalg import robust_svd
 from .mda import effective_k, mda_align, polar
@@ -79,12 +81,17 @@ class MdaAM(EntropyMerging):
     shared_basis = True
     defaults: Mapping[str, Any] = {
         **EntropyMerging.defaults,
+        # λ starts at MDA's validated α (the Algorithm 1 model, docs/mda.md "Algorithm 2");
+        # the clamp range holds every α of MDA's grid (0.1 … 3.0)
+        "init": FROM_METHOD,
+        "init_method": "mda",
+        "clamp_range": (0.0, 3.0),
         "k_fraction": None,        # Algorithm 1's k (None = 1/T of d_out), for the rank-k sweep
         "exact": False,            # Algorithm 1 by full SVDs on large keys too (see ``mda``)
         "rotation": True,          # False: Rt ≡ I (the "without rotation" ablation)
         "etf_weight": 0.8,         # α of the paper
         "procrustes_weight": 0.2,  # β of the paper
-        "rotation_lr": 1.0e-3,
+        "rotation_lr": 1.0e-5,     # chosen on validation (docs/data_based.md): 1e-3 destroys accuracy
         "mean_momentum": 0.9,      # EMA of pseudo-labelled class means (Procrustes source)
         "procrustes_eps": 1.0e-3,
     }

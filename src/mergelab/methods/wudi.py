@@ -1,16 +1,23 @@
 """WUDI merging (Cheng et al., ICML 2025): "Whoever started the interference should end it".
 
 Per linear weight of the attention and MLP blocks, start from X = Στ and run
-Adam on ``L(X) = Σt ‖(X − τt) τtᵀ‖²_F / ‖τt‖²_F`` (lr 1e-5, 300 iterations);
-every other key merges as the mean. Read from the public code
-(``nathanielyvo/WUDI-Merging`` ``wudi_main.py`` and FusionBench
-``method/wudi/wudi.py``): Adam(lr=1e-5, weight_decay=0), 300 iterations, the
-loss is the *sum* over tasks and entries of the squared products, each task
-divided by its squared Frobenius norm, initialised with the sum; FusionBench
-averages the non-optimised keys. The authors' ViT script restricts the
-optimisation to ``attn.in_proj_weight``, ``attn.out_proj.weight``,
-``mlp.c_fc.weight``, ``mlp.c_proj.weight`` (open_clip names), as done here
-(plus the Hugging Face CLIP names of the same projections for LoRA task vectors).
+Adam on ``L(X) = Σt ‖(X − τt) τtᵀ‖²_F / ‖τt‖²_F`` (lr 1e-5, 300 iterations).
+Read from the public code (``nathanielyvo/WUDI-Merging`` ``wudi_main.py``, the DC-Merge
+code ``Tobeginwith/DC-Merge`` ``vision_fft_merge/src/utils/DC_utils.py::wudi_merge`` and
+FusionBench ``method/wudi/wudi.py``): Adam(lr=1e-5, weight_decay=0), 300 iterations, the
+loss is the *sum* over tasks and entries of the squared products, each task divided by its
+squared Frobenius norm, initialised with the sum. Optimised keys: ``attn.in_proj_weight``,
+``attn.out_proj.weight``, ``mlp.c_fc.weight``, ``mlp.c_proj.weight`` (open_clip names, the
+four linear key types of both codes), plus the Hugging Face CLIP names of the same
+projections for LoRA task vectors (the DC-Merge LoRA code optimises every adapted module).
+
+Every other key (embeddings, norms, biases, the patch convolution), ``other_keys``:
+
+* ``mean`` (default) — **the DC-Merge code's variant**, the one the DC-Merge paper's WUDI
+  rows come from: the mean of the task vectors (FusionBench averages them too);
+* ``zero`` — **the official WUDI code's variant**: ``wudi_main.py`` builds its merged task
+  vector from the four linear key types only and ``TaskVector.apply_to`` skips the keys it
+  lacks, so those weights stay at θ0 (τm = 0 there).
 
 The gradient is computed in closed form, ∇L = 2 (X G − C) with
 G = Σt τtᵀτt/‖τt‖² and C = Σt τt τtᵀ τt/‖τt‖², precomputed once: the same
@@ -31,6 +38,9 @@ WUDI_SUFFIXES = (
     "self_attn.q_proj.weight", "self_attn.k_proj.weight", "self_attn.v_proj.weight",
     "self_attn.out_proj.weight", "mlp.fc1.weight", "mlp.fc2.weight",
 )
+
+#: what the keys WUDI does not optimise become: DC-Merge code (mean) or official WUDI (zero)
+OTHER_KEYS = ("mean", "zero")
 
 
 def is_wudi_key(key: str, shape: Sequence[int]) -> bool:
@@ -77,7 +87,7 @@ def wudi_optimize(taus: Sequence[torch.Tensor], lr: float = 1e-5, steps: int = 3
 class Wudi(MergeMethod):
     name = "wudi"
     alpha_grid = "svd"
-    defaults = {"lr": 1e-5, "steps": 300}
+    defaults = {"lr": 1e-5, "steps": 300, "other_keys": "mean"}
 
     def validate(self) -> None:
         lr, steps = self.params["lr"], self.params["steps"]
@@ -85,8 +95,13 @@ class Wudi(MergeMethod):
             raise MethodConfigError(f"method 'wudi': lr must be > 0, got {lr!r}")
         if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
             raise MethodConfigError(f"method 'wudi': steps must be an integer >= 0, got {steps!r}")
+        if self.params["other_keys"] not in OTHER_KEYS:
+            raise MethodConfigError(f"method 'wudi': other_keys must be one of {OTHER_KEYS}, "
+                                    f"got {self.params['other_keys']!r}")
 
     def merge_key(self, taus: Sequence[torch.Tensor], info: KeyInfo) -> torch.Tensor:
         if not is_wudi_key(info.key, taus[0].shape):
+            if self.params["other_keys"] == "zero":
+                return torch.zeros_like(taus[0], dtype=torch.float32)
             return torch.stack([t.float() for t in taus]).mean(dim=0)
         return wudi_optimize(taus, lr=float(self.params["lr"]), steps=self.params["steps"])
