@@ -22,8 +22,8 @@ from typing import Sequence
 import torch
 
 from .base import KeyInfo, MergeMethod, MethodConfigError
-from .linalg import (CERT_TOL, F32, F64, GramPolar, _gram_bound, assemble, certified_top_svd, robust_svd,
-                     top_svd)
+from .linalg import (CERT_TOL, F32, F64, GramPolar, _svd_exact, assemble, certified_top_eigh,
+                     certified_top_svd, gram_bound, gram_floor, robust_svd, top_svd)
 from .tsv import use_fast, vector_mean
 
 
@@ -169,7 +169,7 @@ class IsoCTS(MergeMethod):
                 Ub, Sb, Vb, _ = certified_top_svd(comp.T @ t64, nt, per_vector=False)
                 Ub = comp @ Ub
             else:
-                Ub, Sb, Vb, _ = certified_top_svd(t64 - Uc @ (Uc.T @ t64), nt, per_vector=False)
+                Ub, Sb, Vb = _residual_top(t64, Uc, nt)
             Us.append(Ub), Vs.append(Vb), s_all.append(Sb)
         if nt > 0:
             PU = torch.cat([GramPolar(torch.cat(Us, dim=1)).matrix(), Uc], dim=1)
@@ -182,14 +182,34 @@ class IsoCTS(MergeMethod):
 
 def _common_part(A: torch.Tensor, c: int, *, full: bool):
     """Top-c triplets of a tall float64 A (m ≥ n) from its Gram ``eigh``, certified at the
-    cut (``linalg._gram_bound``), with a float64 SVD otherwise. Returns (U_c, σ_c, V_c, comp)
-    where comp (``full``) is an orthonormal basis of the complement of V_c in R^n."""
-    w, Q = torch.linalg.eigh(A.T @ A)
+    cut (``linalg.certified_top_eigh``), with a float64 SVD otherwise. Returns (U_c, σ_c,
+    V_c, comp) where comp (``full``) is an orthonormal basis of the complement of V_c in R^n."""
+    G = A.T @ A
+    w, Q = torch.linalg.eigh(G)
     lam, Q = w.flip(0), Q.flip(1)
-    if c == 0 or _gram_bound(A, lam, Q[:, :c], per_vector=False) <= CERT_TOL:
-        Vc, sc = Q[:, :c], lam[:c].sqrt()
+    floor = gram_floor(A.shape[0], float(G.diagonal().sum()))
+    ok = c == 0 or gram_bound(G, lam, Q[:, :c], floor, per_vector=False) <= CERT_TOL
+    if ok:
+        Vc, sc = Q[:, :c], lam[:c].clamp_min(0).sqrt()
         comp = Q[:, c:] if full else None
     else:
         _, s, Vh = robust_svd(A, full_matrices=False)
         Vc, sc, comp = Vh[:c].T, s[:c], (Vh[c:].T if full else None)
     return (A @ Vc) / sc, sc, Vc, comp
+
+
+def _residual_top(t: torch.Tensor, Uc: torch.Tensor, nt: int):
+    """Top-nt triplets of R = (I − U_c U_cᵀ) t (t tall, float64) without forming R: its Gram
+    is tᵀt − BᵀB with B = U_cᵀ t; certified as a subspace (``linalg.certified_top_eigh``;
+    the floor is the rounding of tᵀt, which the subtraction keeps), float64 SVD of R otherwise."""
+    if nt == 0:
+        return t.new_zeros((t.shape[0], 0)), t.new_zeros((0,)), t.new_zeros((t.shape[1], 0))
+    B = Uc.T @ t
+    Gt = t.T @ t
+    G = Gt - B.T @ B
+    lam, V, _, ok = certified_top_eigh(G, nt, gram_floor(t.shape[0], float(Gt.diagonal().sum())),
+                                       per_vector=False)
+    if ok:
+        S = lam.sqrt()
+        return (t @ V - Uc @ (B @ V)) / S, S, V
+    return _svd_exact(t - Uc @ B, nt)

@@ -121,17 +121,17 @@ class Certificate:
     bound: float
 
 
-def _gram_bound(A64: torch.Tensor, lam: torch.Tensor, V: torch.Tensor, *, per_vector: bool = True) -> float:
-    """Certificate of the Gram route for the kept eigenpairs (λ descending, all n of them;
-    V: the k kept eigenvectors): max over kept i of residual/gap_i and residual/λ_i.
-    ``per_vector``: gap_i is λ_i's distance to every other eigenvalue (each vector must be
-    right: DC-Merge, MDA); otherwise only the gap at the cut counts (only the subspace and
-    the σ's matter: TSV-M, Iso-CTS)."""
+def gram_bound(G: torch.Tensor, lam: torch.Tensor, V: torch.Tensor, floor: float, *,
+               per_vector: bool = True) -> float:
+    """Certificate of the Gram route for the kept eigenpairs of G (λ: all n eigenvalues,
+    descending; V: the k kept eigenvectors): max over kept i of residual/gap_i and
+    residual/λ_i, residual = max(‖G v_i − λ_i v_i‖, ``floor``: the rounding of forming G
+    and of the eigensolver, below which no residual is known). ``per_vector``: gap_i is
+    λ_i's distance to every other eigenvalue (each vector must be right: DC-Merge, MDA);
+    otherwise only the gap at the cut counts (only the subspace matters: Iso-CTS)."""
     k = V.shape[1]
     S2 = lam[:k]
-    res = (A64.T @ (A64 @ V) - V * S2).norm(dim=0)
-    # rounding of the eigensolver and of forming Aᵀ(Av): no residual is known below this
-    res = res.clamp_min(EPS64 * A64.shape[1] ** 0.5 * float(lam[0]))
+    res = (G @ V - V * S2).norm(dim=0).clamp_min(floor)
     nxt = lam[k] if lam.numel() > k else lam.new_tensor(-float("inf"))
     if per_vector:
         below = S2 - torch.cat([S2[1:], nxt.reshape(1)])                      # λ_i − λ_{i+1}
@@ -146,6 +146,22 @@ def _gram_bound(A64: torch.Tensor, lam: torch.Tensor, V: torch.Tensor, *, per_ve
     return float(torch.maximum(rot, rel).max())
 
 
+def gram_floor(m: int, scale: float) -> float:
+    """Rounding floor of a float64 Gram of m-long columns whose largest eigenvalue is at
+    most ``scale`` (‖A‖²)."""
+    return EPS64 * m ** 0.5 * scale
+
+
+def certified_top_eigh(G: torch.Tensor, k: int, floor: float, *, tol: float = CERT_TOL,
+                       per_vector: bool = True):
+    """Top-k eigenpairs (descending) of a float64 Gram G by ``eigh`` and their certificate
+    bound; returns (λ_k, V, bound, ok)."""
+    w, Q = torch.linalg.eigh(G)
+    lam, V = w.flip(0), Q[:, -k:].flip(1)
+    bound = gram_bound(G, lam, V, floor, per_vector=per_vector)
+    return lam[:k], V, bound, bound <= tol
+
+
 def certified_top_svd(A: torch.Tensor, k: int, *, tol: float = CERT_TOL, per_vector: bool = True
                       ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Certificate]:
     """Top-k singular triplets of a 2-D tensor in float64 (U m×k, S k descending, V n×k)
@@ -157,11 +173,11 @@ def certified_top_svd(A: torch.Tensor, k: int, *, tol: float = CERT_TOL, per_vec
     A64 = A.to(F64)
     if k == 0:
         return A64.new_zeros((m, 0)), A64.new_zeros((0,)), A64.new_zeros((n, 0)), Certificate("none", 0.0)
-    w, Q = torch.linalg.eigh(A64.T @ A64)
-    lam, V = w.flip(0), Q[:, -k:].flip(1)
-    bound = _gram_bound(A64, lam, V, per_vector=per_vector)
-    if bound <= tol:
-        S = lam[:k].sqrt()
+    G = A64.T @ A64
+    lam, V, bound, ok = certified_top_eigh(G, k, gram_floor(m, float(G.diagonal().sum())),
+                                           tol=tol, per_vector=per_vector)
+    if ok:
+        S = lam.sqrt()
         return (A64 @ V) / S, S, V, Certificate("gram-eigh", bound)
     U, S, V = _svd_exact(A64, k)
     return U, S, V, Certificate("svd", bound)
