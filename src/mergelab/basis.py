@@ -6,7 +6,8 @@ TSV-M, DC-Merge, MDA and MDA AM all start from exactly this on the large keys
 k = r // T (k <= LoRA rank in the LoRA regime); it is most of their run time. The
 ``decompose`` rule computes it once per (regime, suite) and those methods' merges read
 it (``merge --basis``), so a suite pays for it once instead of once per method and per
-method instance (ablations, sweeps). A merge whose k differs (``k_fraction``) or that
+method instance (ablations, sweeps). It is exact (float64, certified:
+``linalg.compute_key_basis``), so sharing changes speed, never numbers. A merge whose k differs (``k_fraction``) or that
 asks for ``exact: true`` computes its own; either way the merged vector is the same.
 
 File: ``basis/<regime>/<suite>.safetensors`` with tensors ``<key>::U`` [T, m, k],

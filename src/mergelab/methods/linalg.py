@@ -195,8 +195,9 @@ class KeyBasis:
     triplets of every task and the polar factors of their concatenations.
 
     U [T, m, k], V [T, n, k] (float32), S [T, k] (float64, descending), PU = polar(U_cat)
-    (m × Tk) and PV = polar(V_cat) (n × Tk), float32. Computed once per (regime, suite) by
-    the ``decompose`` rule (``mergelab.basis``) and shared by those methods' merges, or by
+    (m × Tk) and PV = polar(V_cat) (n × Tk), float32; all computed in float64
+    (``compute_key_basis``: exact, certified). Computed once per (regime, suite) by the
+    ``decompose`` rule (``mergelab.basis``) and shared by those methods' merges, or by
     ``key_basis`` inside a method when no shared one is given.
     """
 
