@@ -78,10 +78,10 @@ class IsoC(MergeMethod):
     @staticmethod
     def _merge_large(A: torch.Tensor) -> torch.Tensor:
         """Large keys: mean(σ)·polar(Σ τt) from the float64 Gram of the short side
-        (``GramPolar``: SVD when κ > 1e5); Σσ = trace((AᵀA)^{1/2})."""
+        (``GramPolar``: SVD when κ > 1e5), which also gives the σ's."""
         m, n = A.shape
         pol = GramPolar(A if m >= n else A.T)
-        out = (torch.trace(pol.half) / min(m, n)) * pol.matrix()
+        out = pol.singular_values.mean() * pol.matrix()
         return (out if m >= n else out.T).float()
 
 

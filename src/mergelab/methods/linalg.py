@@ -279,10 +279,17 @@ class GramPolar:
             P, s, Qh = robust_svd(X64, full_matrices=False)
             self.base = P @ Qh
             self.W = torch.eye(self.c, dtype=F64, device=X.device)
-            self.half = Qh.T @ (s[:, None] * Qh)
+            self._half, self.singular_values = Qh.T @ (s[:, None] * Qh), s
             return
         self.W = (Q * w.rsqrt()) @ Q.T
-        self.half = (Q * w.sqrt()) @ Q.T
+        self._half, self._Q, self._w = None, Q, w
+        self.singular_values = w.sqrt()      # of X, ascending
+    @property
+    def half(self) -> torch.Tensor:
+        """(XᵀX)^{1/2}, formed on first use (Iso-C and the shared basis never need it)."""
+        if self._half is None:
+            self._half = (self._Q * self._w.sqrt()) @ self._Q.T
+        return self._half
 
     def matrix(self) -> torch.Tensor:
         return self.base.to(F64) @ self.W
