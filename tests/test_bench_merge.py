@@ -39,3 +39,15 @@ def test_bench_merge_quick(capsys, method):
     assert (rows[0][5] != "–") and (rows[1][5] == "–")     # plain f32 timed on the first spectrum only
     suite = [l for l in out.splitlines() if l.startswith("| noise_floor | 2 |")]
     assert suite and float(suite[0].split("|")[5]) > 0
+
+
+def test_bench_interleaved_prints_every_method_and_the_suite(capsys):
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_interleaved.py"
+    spec = importlib.util.spec_from_file_location("bench_interleaved", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    assert mod.main(["--tasks", "2", "--reps", "1", "--threads", "1", "--keys", "out_proj"]) == 0
+    out = capsys.readouterr().out
+    rows = {l.split("|")[1].strip(): l for l in out.splitlines() if l.startswith("| ")}
+    assert set(mod.METHODS) <= set(rows) and any(k.startswith("**suite**") for k in rows)
+    assert rows["iso_c"].split("|")[3].strip() == "–" and rows["tsv_m"].split("|")[3].strip() != "–"
