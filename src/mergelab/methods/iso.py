@@ -22,7 +22,7 @@ from typing import Sequence
 import torch
 
 from .base import KeyInfo, MergeMethod, MethodConfigError
-from .linalg import (CERT_TOL, F32, F64, GramPolar, _svd_exact, assemble, certified_top_eigh,
+from .linalg import (CERT_TOL, F64, GramPolar, _svd_exact, assemble, certified_top_eigh,
                      certified_top_svd, gram_bound, gram_floor, robust_svd, top_svd)
 from .tsv import use_fast, vector_mean
 

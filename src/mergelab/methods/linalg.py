@@ -22,6 +22,7 @@ from doing less work, not from approximating:
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import torch
 
 F64 = torch.float64
