@@ -45,7 +45,7 @@ def _task_vectors(T, seed=0):
     return out
 
 
-@pytest.fixture(scope="module", params=[3, 4], ids=["T3-exact-route", "T4-power-route"])
+@pytest.fixture(scope="module", params=[3, 4], ids=["T3", "T4"])
 def suite(request, tmp_path_factory):
     T = request.param
     d = tmp_path_factory.mktemp(f"basis{T}")

@@ -246,9 +246,8 @@ def _mda_reference_f64(taus, k):
 
 @pytest.mark.parametrize("T,wide", [(2, False), (4, False), (4, True)])
 def test_mda_fast_path_on_large_keys_matches_float64_reference(T, wide):
-    """Large keys (min side >= FAST_MIN_R) take the batched top-k + FastPolar route (T = 4:
-    block power steps; T = 2: k = r/2, the exact Gram route); ``exact: true`` the full
-    float32 SVDs. Both agree with a float64 full-SVD implementation of Algorithm 1."""
+    """Large keys (min side >= FAST_MIN_R) take the shared-basis route (certified float64
+    Gram eigh + float64 polar factors); ``exact: true`` the full float32 SVDs. Both agree with a float64 full-SVD implementation of Algorithm 1."""
     from mergelab.methods.linalg import FAST_MIN_R
     m, n = FAST_MIN_R + 40, FAST_MIN_R
     shape = (n, m) if wide else (m, n)

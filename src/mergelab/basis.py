@@ -6,13 +6,16 @@ TSV-M, DC-Merge, MDA and MDA AM all start from exactly this on the large keys
 k = r // T (k <= LoRA rank in the LoRA regime); it is most of their run time. The
 ``decompose`` rule computes it once per (regime, suite) and those methods' merges read
 it (``merge --basis``), so a suite pays for it once instead of once per method and per
-method instance (ablations, sweeps). A merge whose k differs (``k_fraction``) or that
+method instance (ablations, sweeps). It is exact (float64, certified:
+``linalg.compute_key_basis``), so sharing changes speed, never numbers. A merge whose k differs (``k_fraction``) or that
 asks for ``exact: true`` computes its own; either way the merged vector is the same.
 
 File: ``basis/<regime>/<suite>.safetensors`` with tensors ``<key>::U`` [T, m, k],
 ``<key>::S`` [T, k] (float64), ``<key>::V`` [T, n, k], ``<key>::PU`` [m, Tk] and
 ``<key>::PV`` [n, Tk] (float32), and metadata naming the format, regime and tasks (in
-order); a JSON next to it records k per key, time and provenance. Size: about
+order); a JSON next to it records k per key, the route each key's tasks took
+(``routes``: tasks per route, "gram-eigh" or the "svd" fallback, and the largest
+certificate bound of the Gram route: ``linalg.certified_top_svd``), time and provenance. Size: about
 2·(m + n)·T·k floats per key, i.e. 2–3× one task vector (docs/paper_scale.md).
 """
 from __future__ import annotations
@@ -62,13 +65,14 @@ def decompose(tv_paths: Sequence[str | Path], tasks: Sequence[str], regime: str,
     dev = pick_device(device)
     source = SafetensorsSource(tv_paths)
     T = len(tasks)
-    tensors, ranks = {}, {}
+    tensors, ranks, routes = {}, {}, {}
     t0 = time.time()
     for key in progress(source.keys(), desc=f"decompose {regime}/{suite}"):
         k = basis_rank(key, source.shape(key), T, regime, lora_rank)
         if k == 0:
             continue
-        b = compute_key_basis([t.to(dev) for t in source.get(key)], k)
+        routes[key] = {}
+        b = compute_key_basis([t.to(dev) for t in source.get(key)], k, stats=routes[key])
         for part in PARTS:
             tensors[tensor_name(key, part)] = getattr(b, part).cpu()
         ranks[key] = k
@@ -76,7 +80,7 @@ def decompose(tv_paths: Sequence[str | Path], tasks: Sequence[str], regime: str,
     meta = {"format": FORMAT, "regime": regime, "suite": suite, "tasks": json.dumps(list(tasks))}
     save_tensors(tensors, out, metadata=meta)
     info = {"regime": regime, "suite": suite, "tasks": list(tasks), "keys": len(ranks),
-            "k": ranks, "seconds": seconds, "bytes": Path(out).stat().st_size,
+            "k": ranks, "routes": routes, "seconds": seconds, "bytes": Path(out).stat().st_size,
             "provenance": provenance(dict(config_subset or {}), seed=seed)}
     save_json(info, out_json)
     return info

@@ -26,7 +26,8 @@ small values keep only finer blocks around the diagonal (b = 1: diagonal only).
 
 Mt never needs the m×n products: polar(X)ᵀ Ut = (XᵀX)^{1/2}[:, block t], so
 Mt = C_U^{1/2}[:, t] diag(e't) C_V^{1/2}[t, :], all in the small T·k space.
-Large keys start from the suite's shared ``linalg.KeyBasis`` (as TSV-M and MDA).
+Large keys start from the suite's shared ``linalg.KeyBasis`` (as TSV-M and MDA): exact
+float64 triplets (certified per vector, since Mt depends on each one) and polar factors.
 """
 from __future__ import annotations
 

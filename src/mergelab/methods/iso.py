@@ -22,9 +22,17 @@ from typing import Sequence
 import torch
 
 from .base import KeyInfo, MergeMethod, MethodConfigError
-from .linalg import (F32, F64, FastPolar, GramPolar, assemble, cat_tasks, robust_svd, top_svd,
-                     top_svd_batched)
+from .linalg import (CERT_TOL, F64, GramPolar, _svd_exact, assemble, certified_top_eigh,
+                     certified_top_svd, gram_bound, gram_floor, robust_svd, top_svd)
 from .tsv import use_fast, vector_mean
+
+
+def sum_f64(taus: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Σ τt accumulated in float64 (one copy, not a [T, m, n] float64 stack)."""
+    out = taus[0].to(F64).clone()
+    for t in taus[1:]:
+        out += t.to(F64)
+    return out
 
 
 def effective_rank(info: KeyInfo, r: int, T: int) -> int:
@@ -49,10 +57,12 @@ class IsoC(MergeMethod):
     def merge_key(self, taus: Sequence[torch.Tensor], info: KeyInfo) -> torch.Tensor:
         if not info.is_matrix:
             return vector_mean(taus)
-        A = torch.stack([t.to(F64) for t in taus]).sum(dim=0)
-        m, n = A.shape
+        m, n = taus[0].shape
         r = min(m, n)
         q = effective_rank(info, r, len(taus))
+        if q == r and use_fast((m, n), False):
+            return self._merge_large(sum_f64(taus))
+        A = torch.stack([t.to(F64) for t in taus]).sum(dim=0)
         if q < r:
             U, S, V = top_svd(A, q, exact=True)
             return (S.mean() * (U @ V.T)).float()
@@ -63,6 +73,15 @@ class IsoC(MergeMethod):
             U, S, Vh = robust_svd(A, full_matrices=False)
             return (S.mean() * (U @ Vh)).float()
         out = s.mean() * (At @ ((Q / s) @ Q.T))  # mean(σ)·polar(At)
+        return (out if m >= n else out.T).float()
+
+    @staticmethod
+    def _merge_large(A: torch.Tensor) -> torch.Tensor:
+        """Large keys: mean(σ)·polar(Σ τt) from the float64 Gram of the short side
+        (``GramPolar``: SVD when κ > 1e5), which also gives the σ's."""
+        m, n = A.shape
+        pol = GramPolar(A if m >= n else A.T)
+        out = pol.singular_values.mean() * pol.matrix()
         return (out if m >= n else out.T).float()
 
 
@@ -80,13 +99,13 @@ class IsoCTS(MergeMethod):
         if not info.is_matrix:
             return vector_mean(taus)
         T = len(taus)
-        A32 = [t.float() for t in taus]
-        Ssum = torch.stack([t.to(F64) for t in taus]).sum(dim=0)
-        m, n = Ssum.shape
+        m, n = taus[0].shape
         r = effective_rank(info, min(m, n), T)
         c, nt = iso_split(r, T, float(self.params["common_fraction"]))
         if use_fast((m, n), False) and r == min(m, n):
-            return self._merge_fast(taus, c, nt)
+            return self._merge_large(taus, c, nt)
+        A32 = [t.float() for t in taus]
+        Ssum = torch.stack([t.to(F64) for t in taus]).sum(dim=0)
         Us, Ss, Vs = [], [], []
         if m <= n:
             # left Gram gives U_c and its exact complement U_perp (I − U_cU_cᵀ = U_perp U_perpᵀ)
@@ -130,44 +149,67 @@ class IsoCTS(MergeMethod):
         return assemble(pu, core, pv)
 
     @staticmethod
-    def _merge_fast(taus: Sequence[torch.Tensor], c: int, nt: int) -> torch.Tensor:
-        """Large keys: one float32 SVD of Σ τt (tall orientation), the task-specific
-        triplets from the exact complement (d_out <= d_in) or by the batched block
-        power method on the explicit residuals (d_out > d_in), float32 polar factors.
-        The task-specific U's are orthogonal to U_c, so polar([U_tasks, U_c]) =
-        [polar(U_tasks), U_c]."""
-        A = torch.stack([t.float() for t in taus])
-        T, m, n = A.shape
-        Ssum = A.sum(dim=0)
-        if m >= n:
-            U, s, Vh = robust_svd(Ssum, full_matrices=False)
-            V = Vh.T
-        else:
-            V, s, Uh = robust_svd(Ssum.T, full_matrices=False)
-            U = Uh.T
-        Uc, sc, Vc = U[:, :c], s[:c].to(F64), V[:, :c]
+    def _merge_large(taus: Sequence[torch.Tensor], c: int, nt: int) -> torch.Tensor:
+        """Large keys, exactly (float64): the common subspace from the Gram ``eigh`` of Σ τt
+        (certified at the cut c, SVD otherwise); the task parts as the top nt of each
+        projected task vector, ``certified_top_svd`` (subspace certificate: Iso-CTS sets
+        every σ to one mean, so only the subspaces matter). The task U's are orthogonal to
+        U_c, so polar([U_tasks, U_c]) = [polar(U_tasks), U_c]."""
+        A = sum_f64(taus)
+        m, n = A.shape
+        wide = m <= n
+        Uc, sc, Vc, comp = _common_part(A.T if wide else A, c, full=wide)
+        if wide:   # the sum's left side is its short side: Uc ↔ Vc swapped back
+            Uc, Vc = Vc, Uc
         s_all = [sc]
-        if nt > 0:
-            if m <= n:  # U is a basis of R^m: U[:, c:] spans exactly the complement of U_c
-                Up = U[:, c:]
-                Ub, Sb, Vb = top_svd_batched(Up.T @ A, nt)
-                Ut = Up @ Ub
+        Us, Vs = [], []
+        for t in taus:
+            t64 = t.to(F64)
+            if wide:  # U_perp = comp: coordinates of τt in the complement of U_c
+                Ub, Sb, Vb, _ = certified_top_svd(comp.T @ t64, nt, per_vector=False)
+                Ub = comp @ Ub
             else:
-                # explicit residuals; their top nt (≈ r/(5T)) come from a float32
-                # eigh of the n×n Gram: the residual spectra are flat (the block
-                # power method converges slowly there), and over the top nt the
-                # squared condition number of the Gram stays small
-                R = A - Uc @ (Uc.T @ A)
-                w, Q = torch.linalg.eigh(R.mT @ R)
-                Vb = Q[:, :, -nt:].flip(2)
-                Sb = w[:, -nt:].flip(1).clamp_min(0).sqrt().to(F64)
-                Ut = (R @ Vb) / Sb[:, None, :].to(F32)
-                del R
-            s_all.insert(0, Sb.reshape(-1))
-            Pt = FastPolar(cat_tasks(Ut)).P
-            PU = torch.cat([Pt, Uc], dim=1)
-            PV = FastPolar(torch.cat([cat_tasks(Vb), Vc], dim=1)).P
+                Ub, Sb, Vb = _residual_top(t64, Uc, nt)
+            Us.append(Ub), Vs.append(Vb), s_all.append(Sb)
+        if nt > 0:
+            PU = torch.cat([GramPolar(torch.cat(Us, dim=1)).matrix(), Uc], dim=1)
+            PV = GramPolar(torch.cat(Vs + [Vc], dim=1)).matrix()
         else:
             PU, PV = Uc, Vc
         s_bar = float(torch.cat(s_all).mean())
-        return (s_bar * PU) @ PV.T
+        return ((s_bar * PU) @ PV.T).float()
+
+
+def _common_part(A: torch.Tensor, c: int, *, full: bool):
+    """Top-c triplets of a tall float64 A (m ≥ n) from its Gram ``eigh``, certified at the
+    cut (``linalg.certified_top_eigh``), with a float64 SVD otherwise. Returns (U_c, σ_c,
+    V_c, comp) where comp (``full``) is an orthonormal basis of the complement of V_c in R^n."""
+    G = A.T @ A
+    w, Q = torch.linalg.eigh(G)
+    lam, Q = w.flip(0), Q.flip(1)
+    floor = gram_floor(A.shape[0], float(G.diagonal().sum()))
+    ok = c == 0 or gram_bound(G, lam, Q[:, :c], floor, per_vector=False) <= CERT_TOL
+    if ok:
+        Vc, sc = Q[:, :c], lam[:c].clamp_min(0).sqrt()
+        comp = Q[:, c:] if full else None
+    else:
+        _, s, Vh = robust_svd(A, full_matrices=False)
+        Vc, sc, comp = Vh[:c].T, s[:c], (Vh[c:].T if full else None)
+    return (A @ Vc) / sc, sc, Vc, comp
+
+
+def _residual_top(t: torch.Tensor, Uc: torch.Tensor, nt: int):
+    """Top-nt triplets of R = (I − U_c U_cᵀ) t (t tall, float64) without forming R: its Gram
+    is tᵀt − BᵀB with B = U_cᵀ t; certified as a subspace (``linalg.certified_top_eigh``;
+    the floor is the rounding of tᵀt, which the subtraction keeps), float64 SVD of R otherwise."""
+    if nt == 0:
+        return t.new_zeros((t.shape[0], 0)), t.new_zeros((0,)), t.new_zeros((t.shape[1], 0))
+    B = Uc.T @ t
+    Gt = t.T @ t
+    G = Gt - B.T @ B
+    lam, V, _, ok = certified_top_eigh(G, nt, gram_floor(t.shape[0], float(Gt.diagonal().sum())),
+                                       per_vector=False)
+    if ok:
+        S = lam.sqrt()
+        return (t @ V - Uc @ (B @ V)) / S, S, V
+    return _svd_exact(t - Uc @ B, nt)

@@ -1,33 +1,27 @@
-"""Fast, exact-enough linear algebra shared by the SVD-family methods.
+"""Exact linear algebra shared by the SVD-family methods.
 
-The public implementations of TSV-M, Iso-CTS and DC-Merge call a full
-``torch.linalg.svd`` per task and per matrix and two more for the polar
-factors. Two observations avoid most of that work (how much it buys on a
-given machine is measured by benchmarks/bench_merge.py, see docs/benchmarks.md):
+The public implementations of TSV-M, Iso-CTS and DC-Merge call a full float32
+``torch.linalg.svd`` per task and per matrix and two more for the polar factors.
+Here every route is exact in the float64 sense (agrees with a float64 full-SVD
+implementation of the method up to the conditioning of the problem); speed comes
+from doing less work, not from approximating:
 
-* only the top ``k = r // T`` singular triplets of each task are used. We get
-  them from the float64 Gram matrix of the smaller side: a float32 ``eigh``
-  gives a basis of the top ``b = 2k + 8`` eigenvectors, ``refine`` (3) block
-  power steps with the float64 Gram remove the float32 error (each step divides
-  it by about λ(b+1)/λk), and a float64 Rayleigh–Ritz step on the block gives
-  the triplets. Float32 alone is not enough: the polar factor of the
-  concatenated bases amplifies subspace errors by its condition number (tests
-  and the benchmark measure ~1e-4 with a pure-f32 Gram, ~1e-7 with this path).
-  ``exact=True`` (or a small matrix, or k > r/2) uses a full float64 ``eigh``,
-  with a float64 SVD fallback when the Gram squares the condition number
-  beyond what float64 resolves.
+* only the top ``k = r // T`` singular triplets of each task are used. They come
+  from a float64 ``eigh`` of the Gram matrix of the smaller side, with an
+  a-posteriori certificate (residual over gap, ``certified_top_svd``) and a float64
+  SVD where the certificate fails. On large keys the suite computes them once for all
+  the methods that use them (``KeyBasis``, ``mergelab.basis``).
 * ``polar(X) = X (XᵀX)^{-1/2}``. Every method only needs ``polar(X)`` applied
   to small matrices and ``polar(X)ᵀ X = (XᵀX)^{1/2}``; both come from one
   float64 ``eigh`` of the c×c Gram of X (c = Σ k). Zero-padding columns (DC-Merge,
   TSV-M when T·k < r) are left out: the padded columns of the spec's polar
   factor only ever multiply zero rows/columns, so the result is the same.
-  A genuinely rank-deficient X (two identical tasks) has no unique polar
-  factor; then we fall back to the SVD route of the spec.
+  A nearly rank-deficient X (κ > 1e5, where the Gram would lose digits; two
+  identical tasks) falls back to the SVD route of the spec.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable
 
 import torch
 
@@ -67,11 +61,12 @@ def _svd_exact(A: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, tor
     return U[:, :k], S[:k], Vh[:k].T
 
 
-def top_svd(A: torch.Tensor, k: int, *, exact: bool = False,
-            oversample: int | None = None, refine: int = 3) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def top_svd(A: torch.Tensor, k: int, *, exact: bool = False) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Top-k singular triplets of a 2-D tensor: ``A ≈ U diag(S) Vᵀ`` (float64 results).
 
-    U: (m, k) orthonormal columns, S: (k,) descending, V: (n, k).
+    U: (m, k) orthonormal columns, S: (k,) descending, V: (n, k). Exact on every size
+    (``exact`` is kept for the callers' signature): r <= 64 a float64 SVD, r <= 256 the
+    float64 Gram ``eigh`` (SVD below 1e-7·σ1), larger ``certified_top_svd``.
     """
     m, n = A.shape
     r = min(m, n)
@@ -82,11 +77,11 @@ def top_svd(A: torch.Tensor, k: int, *, exact: bool = False,
     if k > r:
         raise ValueError(f"top_svd: k={k} > min(shape)={r}")
     if m < n:  # work on the tall orientation: the Gram is r×r
-        V, S, U = top_svd(A.T, k, exact=exact, oversample=oversample, refine=refine)
+        V, S, U = top_svd(A.T, k, exact=exact)
         return U, S, V
     if r <= 64:
         return _svd_exact(A, k)
-    if exact or r <= 256 or 2 * k > r:
+    if r <= 256:
         A64 = A.to(F64)
         w, Q = torch.linalg.eigh(A64.T @ A64)
         w, V = _desc(w, Q, k)
@@ -95,133 +90,98 @@ def top_svd(A: torch.Tensor, k: int, *, exact: bool = False,
         if S[-1] <= 1e-7 * S[0]:
             return _svd_exact(A, k)
         return (A64 @ V) / S, S, V
-    # fast path: a float32 eigh of the float64 Gram gives a basis of the top
-    # k + p eigenvectors; `refine` block power steps with the float64 Gram remove
-    # the float32 error (each divides it by about λ(b+1)/λk), then a float64
-    # Rayleigh–Ritz step on the block gives the triplets.
-    p = oversample if oversample is not None else k + 8
-    b = min(r, k + p)
-    A64 = A.to(F64)
-    G = A64.T @ A64
-    _, Q = torch.linalg.eigh(G.to(F32))
-    Q = Q[:, -b:].to(F64)
-    for _ in range(refine):
-        Q, _ = torch.linalg.qr(G @ Q)
-    if refine == 0:
-        Q, _ = torch.linalg.qr(Q)
-    w, Z = torch.linalg.eigh(Q.T @ (G @ Q))
-    w, Z = _desc(w, Z, k)
-    S = w.clamp_min(0).sqrt()
-    if S[-1] <= 1e-7 * S[0]:
-        return _svd_exact(A, k)
-    V = Q @ Z
-    return (A64 @ V) / S, S, V
-
-
-# -- fast path for large matrices (float32 work, float64 only for small problems) ------------
-#
-# Used by TSV-M, Iso-CTS and DC-Merge when min(shape) >= FAST_MIN_R (the ViT
-# matrices); smaller keys keep the exact float64 routes above and below.
-#
-# Top-k of every task at once (A: [T, m, n], tall orientation n <= m), with a
-# block of b = 2k columns:
-#   1. `g_iters` block power steps on the float32 Gram G = AᵀA (n×n, cheap:
-#      n²b per step, QR of n×b): each step divides the error of direction i≤k
-#      by (σ_i/σ_{b+1})²; float32 limits the result to ~eps·σ1²/σ_i²;
-#   2. `a_iters` two-sided steps with A itself (Z ← orth(Aᵀ orth(A Z))), which
-#      remove that floor (the float32 rounding is now ~eps·σ1/σ_i);
-#   3. Rayleigh–Ritz: Q = orth(A Z), B = QᵀA (b×n), float64 eigh of B Bᵀ (b×b).
-# The benchmark's spectra decay like i⁻¹ (1 % gap at the cut); p = k, 6 + 1
-# steps give 1e-5 – 3e-5 relative error of τm against the float32 full-SVD code
-# (8 + 1: 0.8e-5 – 1.6e-5; 5 + 1: 3e-5 – 6e-5; docs/benchmarks.md). A task of numerical rank < k, or a block too large to
-# pay off, falls back to the exact route.
-
-FAST_MIN_R = 384
-G_ITERS = 6
-A_ITERS = 1
-
-
-def _orth(Y: torch.Tensor) -> torch.Tensor:
-    return torch.linalg.qr(Y).Q
-
-
-def top_svd_batched(A: torch.Tensor, k: int, *, exact: bool = False, block: int | None = None,
-                    g_iters: int = G_ITERS, a_iters: int = A_ITERS, seed: int = 0,
-                    lap: Callable[[str], None] | None = None):
-    """Top-k triplets of every A[t] (A: [T, m, n] float32).
-
-    Returns U [T, m, k] (float32), S [T, k] (float64, descending), V [T, n, k] (float32).
-    ``lap(stage)``, if given, is called after each stage of the power-step route ("gram",
-    "gram steps", "two-sided step", "Rayleigh–Ritz"; benchmarks/profile_stages.py times them).
-    """
-    T, m, n = A.shape
-    if m < n:
-        V, S, U = top_svd_batched(A.mT, k, exact=exact, block=block, g_iters=g_iters,
-                                  a_iters=a_iters, seed=seed, lap=lap)
-        return U, S, V
-    mark = lap or (lambda stage: None)
-    A = A.to(F32)
-    b = min(n, block if block is not None else 2 * k)
-    if exact or n < FAST_MIN_R or b > 0.6 * n or k == 0:
-        return _exact_batched(A, k)
-    g = torch.Generator(device=A.device).manual_seed(seed)
-    Z = torch.randn((T, n, b), generator=g, device=A.device, dtype=F32)
-    # bmm with contiguous operands is faster. Aᵀ first: for a wide input (A = its transposed
-    # view) Aᵀ is already contiguous and only A is copied.
-    At = A.mT.contiguous()
-    A = A.contiguous()
-    if g_iters:
-        G = At @ A
-        mark("gram")
-        for _ in range(g_iters):
-            Z = _orth(G @ Z)
-        del G
-        mark("gram steps")
-    for _ in range(a_iters):
-        Z = _orth(At @ _orth(A @ Z))
-    mark("two-sided step")
-    Q = _orth(A @ Z)
-    B = (At @ Q).mT.to(F64)                         # [T, b, n] = QᵀA
-    del At
-    w, W = torch.linalg.eigh(B @ B.mT)
-    w, W = w[:, -k:].flip(1), W[:, :, -k:].flip(2)
-    S = w.clamp_min(0).sqrt()
-    if bool((S[:, -1] <= 1e-6 * S[:, 0]).any()):   # numerically rank-deficient task
-        return _exact_batched(A, k)
-    U = Q @ W.to(F32)
-    V = ((B.mT @ W) / S[:, None, :]).to(F32)
-    mark("Rayleigh–Ritz")
+    U, S, V, _ = certified_top_svd(A, k)
     return U, S, V
 
 
-def _exact_batched(A: torch.Tensor, k: int):
-    Us, Ss, Vs = zip(*(top_svd(a, k, exact=True) for a in A))
-    return (torch.stack(Us).to(F32), torch.stack(Ss), torch.stack(Vs).to(F32))
+# -- exact top-k of large matrices, with a certificate ------------------------------------
+#
+# Large keys (min side >= FAST_MIN_R: every ViT matrix) take the top-k triplets from a
+# float64 eigendecomposition of the Gram matrix of the smaller side, which costs about
+# one float32 SVD of the matrix (less on tall/wide ones). The Gram squares the condition
+# number, so every result carries an a-posteriori certificate: for each kept pair the
+# residual ‖Aᵀ(A v) − λ v‖ over its distance to every other eigenvalue (Davis–Kahan: a
+# bound on how far v has turned; for i = k the distance to λ_{k+1} is the gap at the cut)
+# and over λ itself (relative error of σ²). A task whose bound exceeds CERT_TOL (a gap
+# or a σ too small for the Gram in float64: numerical rank below k, near-ties) is
+# redone with a float64 LAPACK SVD of the matrix, whose error is the square root of that.
+
+FAST_MIN_R = 384
+#: largest certified rotation of a kept singular vector (and relative error of σ²) that
+#: the Gram route may return; docs/benchmarks.md ("exact route") measures its effect
+CERT_TOL = 1e-7
+EPS64 = float(torch.finfo(F64).eps)
 
 
-class FastPolar:
-    """Explicit polar factor ``P`` (p×c, float32) of X (p×c) and ``half = PᵀX = (XᵀX)^{1/2}``
-    (c×c, float64).
+@dataclass
+class Certificate:
+    """What ``certified_top_svd`` did for one matrix: ``route`` "gram-eigh" or "svd"
+    (the fallback), and the bound of the Gram route (inf when it was not attempted)."""
 
-    A tall, well-conditioned X (p ≥ 2c: the long side of an MLP matrix) goes
-    through a float32 ``eigh`` of its c×c Gram; a nearly square X (c close to
-    p: the 768 side, where Tk = r) is ill-conditioned (κ up to ~1e4 here), and
-    there a float32 SVD of X — what the public code does for every polar — is
-    both cheaper than a float64 ``eigh`` and accurate enough.
-    """
+    route: str
+    bound: float
 
-    def __init__(self, X: torch.Tensor, *, min_ratio: float = 1e-3):
-        X = X.to(F32)
-        p, c = X.shape
-        if p >= 2 * c:
-            w, Q = torch.linalg.eigh(X.T @ X)
-            if float(w[0]) > min_ratio * float(w[-1]):
-                self.P = X @ ((Q * w.rsqrt()) @ Q.T)
-                self.half = ((Q * w.sqrt()) @ Q.T).to(F64)
-                return
-        Px, s, Hh = robust_svd(X, full_matrices=False)
-        self.P = Px @ Hh
-        self.half = (Hh.T.to(F64) * s.to(F64)) @ Hh.to(F64)
+
+def gram_bound(G: torch.Tensor, lam: torch.Tensor, V: torch.Tensor, floor: float, *,
+               per_vector: bool = True) -> float:
+    """Certificate of the Gram route for the kept eigenpairs of G (λ: all n eigenvalues,
+    descending; V: the k kept eigenvectors): max over kept i of residual/gap_i and
+    residual/λ_i, residual = max(‖G v_i − λ_i v_i‖, ``floor``: the rounding of forming G
+    and of the eigensolver, below which no residual is known). ``per_vector``: gap_i is
+    λ_i's distance to every other eigenvalue (each vector must be right: DC-Merge, MDA);
+    otherwise only the gap at the cut counts (only the subspace matters: Iso-CTS)."""
+    k = V.shape[1]
+    S2 = lam[:k]
+    res = (G @ V - V * S2).norm(dim=0).clamp_min(floor)
+    nxt = lam[k] if lam.numel() > k else lam.new_tensor(-float("inf"))
+    if per_vector:
+        below = S2 - torch.cat([S2[1:], nxt.reshape(1)])                      # λ_i − λ_{i+1}
+        above = torch.cat([S2.new_full((1,), float("inf")), below[:-1]])      # λ_{i−1} − λ_i
+        gap = torch.minimum(below, above) - 2 * res
+    else:
+        res = res.norm().expand(k)        # the block residual bounds the subspace rotation
+        gap = (S2[-1] - nxt - 2 * res).expand(k)
+    inf = torch.full_like(res, float("inf"))
+    rot = torch.where(gap > 0, res / gap.clamp_min(1e-300), inf)
+    rel = torch.where(S2 > 0, res / S2.clamp_min(1e-300), inf)
+    return float(torch.maximum(rot, rel).max())
+
+
+def gram_floor(m: int, scale: float) -> float:
+    """Rounding floor of a float64 Gram of m-long columns whose largest eigenvalue is at
+    most ``scale`` (‖A‖²)."""
+    return EPS64 * m ** 0.5 * scale
+
+
+def certified_top_eigh(G: torch.Tensor, k: int, floor: float, *, tol: float = CERT_TOL,
+                       per_vector: bool = True):
+    """Top-k eigenpairs (descending) of a float64 Gram G by ``eigh`` and their certificate
+    bound; returns (λ_k, V, bound, ok)."""
+    w, Q = torch.linalg.eigh(G)
+    lam, V = w.flip(0), Q[:, -k:].flip(1)
+    bound = gram_bound(G, lam, V, floor, per_vector=per_vector)
+    return lam[:k], V, bound, bound <= tol
+
+
+def certified_top_svd(A: torch.Tensor, k: int, *, tol: float = CERT_TOL, per_vector: bool = True
+                      ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, Certificate]:
+    """Top-k singular triplets of a 2-D tensor in float64 (U m×k, S k descending, V n×k)
+    and the ``Certificate`` of how they were obtained (see the section comment)."""
+    m, n = A.shape
+    if m < n:
+        V, S, U, cert = certified_top_svd(A.T, k, tol=tol, per_vector=per_vector)
+        return U, S, V, cert
+    A64 = A.to(F64)
+    if k == 0:
+        return A64.new_zeros((m, 0)), A64.new_zeros((0,)), A64.new_zeros((n, 0)), Certificate("none", 0.0)
+    G = A64.T @ A64
+    lam, V, bound, ok = certified_top_eigh(G, k, gram_floor(m, float(G.diagonal().sum())),
+                                           tol=tol, per_vector=per_vector)
+    if ok:
+        S = lam.sqrt()
+        return (A64 @ V) / S, S, V, Certificate("gram-eigh", bound)
+    U, S, V = _svd_exact(A64, k)
+    return U, S, V, Certificate("svd", bound)
 
 
 def cat_tasks(X: torch.Tensor) -> torch.Tensor:
@@ -236,8 +196,9 @@ class KeyBasis:
     triplets of every task and the polar factors of their concatenations.
 
     U [T, m, k], V [T, n, k] (float32), S [T, k] (float64, descending), PU = polar(U_cat)
-    (m × Tk) and PV = polar(V_cat) (n × Tk), float32. Computed once per (regime, suite) by
-    the ``decompose`` rule (``mergelab.basis``) and shared by those methods' merges, or by
+    (m × Tk) and PV = polar(V_cat) (n × Tk), float32; all computed in float64
+    (``compute_key_basis``: exact, certified). Computed once per (regime, suite) by the
+    ``decompose`` rule (``mergelab.basis``) and shared by those methods' merges, or by
     ``key_basis`` inside a method when no shared one is given.
     """
 
@@ -268,10 +229,29 @@ class KeyBasis:
         return (self.PV.T @ cat_tasks(self.V)).to(F64)
 
 
-def compute_key_basis(taus, k: int) -> KeyBasis:
-    """``KeyBasis`` of one large key: batched top-k (``top_svd_batched``) and ``FastPolar``."""
-    U, S, V = top_svd_batched(torch.stack([t.float() for t in taus]), k)
-    return KeyBasis(U, S, V, FastPolar(cat_tasks(U)).P, FastPolar(cat_tasks(V)).P)
+def compute_key_basis(taus, k: int, stats: dict | None = None) -> KeyBasis:
+    """``KeyBasis`` of one large key, exactly: every task's top-k by ``certified_top_svd``
+    and the polar factors of the concatenations by ``GramPolar`` (float64 throughout, stored
+    in float32). ``stats``, if given, is updated with the routes taken (``add_route``)."""
+    Us, Ss, Vs = [], [], []
+    for t in taus:
+        U, S, V, cert = certified_top_svd(t, k)
+        Us.append(U), Ss.append(S), Vs.append(V)
+        add_route(stats, cert)
+    PU = GramPolar(torch.cat(Us, dim=1)).matrix()
+    PV = GramPolar(torch.cat(Vs, dim=1)).matrix()
+    return KeyBasis(torch.stack(Us).to(F32), torch.stack(Ss), torch.stack(Vs).to(F32),
+                    PU.to(F32), PV.to(F32))
+
+
+def add_route(stats: dict | None, cert: Certificate) -> None:
+    """Count a ``Certificate`` in ``stats``: tasks per route and the largest Gram bound seen."""
+    if stats is None:
+        return
+    routes = stats.setdefault("routes", {})
+    routes[cert.route] = routes.get(cert.route, 0) + 1
+    if cert.bound != float("inf"):
+        stats["max_gram_bound"] = max(stats.get("max_gram_bound", 0.0), cert.bound)
 
 
 def key_basis(taus, k: int, shared: KeyBasis | None = None) -> KeyBasis:
@@ -300,10 +280,17 @@ class GramPolar:
             P, s, Qh = robust_svd(X64, full_matrices=False)
             self.base = P @ Qh
             self.W = torch.eye(self.c, dtype=F64, device=X.device)
-            self.half = Qh.T @ (s[:, None] * Qh)
+            self._half, self.singular_values = Qh.T @ (s[:, None] * Qh), s
             return
         self.W = (Q * w.rsqrt()) @ Q.T
-        self.half = (Q * w.sqrt()) @ Q.T
+        self._half, self._Q, self._w = None, Q, w
+        self.singular_values = w.sqrt()      # of X, ascending
+    @property
+    def half(self) -> torch.Tensor:
+        """(XᵀX)^{1/2}, formed on first use (Iso-C and the shared basis never need it)."""
+        if self._half is None:
+            self._half = (self._Q * self._w.sqrt()) @ self._Q.T
+        return self._half
 
     def matrix(self) -> torch.Tensor:
         return self.base.to(F64) @ self.W

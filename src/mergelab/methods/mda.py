@@ -21,13 +21,14 @@ ETF centring is sign dependent, so every component is put in a canonical sign
 first (largest-magnitude entry of its left vector positive).
 
 Speed: large keys (``tsv.use_fast``: min side >= ``linalg.FAST_MIN_R``, the ViT-B/L
-matrices) take the top-k triplets of all tasks at once and the polar factors the way
-TSV-M does (``linalg.KeyBasis``, shared with TSV-M and DC-Merge when the pipeline computed
-it once for the suite: ``mergelab.basis``) instead of a full SVD per task and an SVD per
-polar factor; ``exact: true`` (and every small key) keeps the full-SVD route.
-The signs of a singular pair are arbitrary in both routes, and polar(U·D) = polar(U)·D
-for a diagonal sign matrix D, so after the canonical signs both give the same τm up to
-rounding (tests/test_methods_data_free.py compares them; docs/benchmarks.md times them).
+matrices) take the top-k triplets and the polar factors from ``linalg.KeyBasis`` (exact:
+certified float64 Gram ``eigh`` or float64 SVD; shared with TSV-M and DC-Merge when the
+pipeline computed it once for the suite: ``mergelab.basis``) instead of a full SVD per
+task and an SVD per polar factor; ``exact: true`` (and every small key) keeps the
+full-SVD route. The signs of a singular pair are arbitrary in both routes, and
+polar(U·D) = polar(U)·D for a diagonal sign matrix D, so after the canonical signs both
+give the same τm up to rounding (tests/test_methods_data_free.py and
+tests/test_svd_adversarial.py compare them with float64 references).
 """
 from __future__ import annotations
 

@@ -7,11 +7,12 @@ Regime "lora": the dense ΔW = B·A has rank ≤ lora_rank, so triplets beyond i
 are numerical noise whose directions are arbitrary; we use
 k = min(lora_rank, r // T) per task (the DC-Merge LoRA code uses k = 16 = rank).
 
-Speed: see ``linalg``. Large keys (min(shape) >= FAST_MIN_R): top-k of all
-tasks at once by block power steps in float32 + a float64 Rayleigh–Ritz step,
-polar factors from a float32 Gram ``eigh`` (tall side) or float32 SVD (square
-side): a ``linalg.KeyBasis``, shared with DC-Merge and MDA when the pipeline
-computed it once for the suite (``mergelab.basis``). Small keys: exact float64 routes.
+Exactness and speed: see ``linalg``. Large keys (min(shape) >= FAST_MIN_R): every
+task's top-k by a certified float64 Gram ``eigh`` (float64 SVD where the certificate
+fails) and float64 polar factors: a ``linalg.KeyBasis``, shared with DC-Merge and MDA
+when the pipeline computed it once for the suite (``mergelab.basis``). Small keys: the
+float64 routes of ``linalg.top_svd`` and ``GramPolar``. ``exact: true`` takes the
+per-task route on large keys too (same result, no shared basis).
 """
 from __future__ import annotations
 
