@@ -269,7 +269,8 @@ def analysis_targets():
         out += expand(f"{R}/figures/analysis/spectrum_{r}.{{ext}}", ext=["png", "pdf"])
         if [m for m in AN["similarity_methods"] if r in method_regimes(CFG, m)]:
             out += expand(f"{R}/figures/analysis/similarity_{r}.{{ext}}", ext=["png", "pdf"])
-        out += expand(f"{R}/figures/analysis/etf_{r}.{{ext}}", ext=["png", "pdf"])
+        if etf_methods(r):
+            out += expand(f"{R}/figures/analysis/etf_{r}.{{ext}}", ext=["png", "pdf"])
     for sweep in AN["sweeps"]:
         out += expand(f"{R}/figures/analysis/sensitivity_{sweep}.{{ext}}", ext=["png", "pdf"])
     return out
@@ -370,6 +371,12 @@ def report_inputs(w):
 
 def similarity_methods(regime):
     return [m for m in AN["similarity_methods"] if regime in method_regimes(CFG, m)]
+
+
+def etf_methods(regime):
+    """The data-free methods of analysis.similarity_methods in this regime: the task-level
+    ΔETF (analysis_etf) re-runs their merges; data-based methods are left out."""
+    return [m for m in similarity_methods(regime) if not method_needs_data(m)]
 
 
 # ----------------------------------------------------------------- run manifest

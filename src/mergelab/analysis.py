@@ -298,3 +298,60 @@ def method_task_etf(taskvector_paths: Sequence[str | Path], method: MergeMethod,
 def orthogonal_delta_etf(n: int) -> float:
     """ΔETF of n pairwise-orthogonal directions, 1/sqrt(n): the reference line of the figure."""
     return delta_etf_gram(torch.eye(n, dtype=torch.float64))
+
+
+# ------------------------------------------------------------------ MDA sign-convention spread
+
+def _mda_key_spread(taus, info, k, etf, conventions, k_fraction, exact):
+    """Per key: ‖τm‖², ‖τm(s) − τm‖² for s = 1..conventions, ‖τm − c·TSV-M part‖²."""
+    from .methods.mda import Mda, mda_align
+    ref = Mda(k_fraction=k_fraction, exact=exact, etf=etf).merge_key(taus, info).double()
+    changes = [float((Mda(k_fraction=k_fraction, exact=exact, etf=etf, sign_seed=s)
+                      .merge_key(taus, info).double() - ref).norm() ** 2)
+               for s in range(1, conventions + 1)]
+    a = mda_align(taus, k, exact)
+    K = a["s_cat"].numel()
+    tsv = (a["u_perp"] * a["s_cat"]).double() @ a["v_perp"].double().T * (K / (K - 1)) ** 0.5
+    return float(ref.norm() ** 2), changes, float((ref - tsv).norm() ** 2)
+
+
+def mda_sign_spread(taskvector_paths: Sequence[str | Path], conventions: int = 8,
+                    etf_readings: Sequence[str] = ("components", "left_vectors"),
+                    k_fraction: float | None = None, lora_rank: int | None = None,
+                    regime: str = "full", exact: bool = False,
+                    keys: Sequence[str] | None = None) -> dict:
+    """How much MDA's τm moves between valid SVD sign conventions (``sign_seed`` 1..n against
+    the canonical signs), per layer key and over all layer keys together, next to how far τm
+    is from the TSV-M part of the same k (U⊥ S V⊥ᵀ, times MDA's sqrt(K/(K−1)))."""
+    if conventions < 1:
+        raise ValueError(f"conventions must be >= 1, got {conventions}")
+    src = _open(taskvector_paths)
+    keys = list(keys) if keys is not None else layer_keys(src.keys(), src.shape)
+    t_count = len(taskvector_paths)
+    out = {"conventions": conventions, "k_fraction": k_fraction, "exact": exact, "readings": {}}
+    for etf in etf_readings:
+        layers, tot_ref, tot_tsv, tot_change = [], 0.0, 0.0, [0.0] * conventions
+        for key in keys:
+            taus = [t.float() for t in src.get(key)]
+            d_out, d_in = taus[0].shape
+            if min(d_out, d_in) < t_count:
+                continue
+            k = effective_k(d_out, d_in, t_count, k_fraction, lora_rank if regime == "lora" else None)
+            info = KeyInfo(key=key, regime=regime, n_tasks=t_count, seed=0, is_matrix=True,
+                           lora_rank=lora_rank)
+            ref2, changes, tsv2 = _mda_key_spread(taus, info, k, etf, conventions, k_fraction, exact)
+            tot_ref += ref2
+            tot_tsv += tsv2
+            tot_change = [a + b for a, b in zip(tot_change, changes)]
+            rel = [(c / ref2) ** 0.5 if ref2 > 0 else 0.0 for c in changes]
+            layers.append({"key": key, "k": k, "rel_change": rel,
+                           "rel_diff_from_tsv": (tsv2 / ref2) ** 0.5 if ref2 > 0 else 0.0})
+        rel_model = [(c / tot_ref) ** 0.5 if tot_ref > 0 else 0.0 for c in tot_change]
+        out["readings"][etf] = {
+            "layers": layers,
+            "model": {"rel_change": rel_model, "mean_rel_change": sum(rel_model) / conventions,
+                      "max_rel_change": max(rel_model),
+                      "rel_diff_from_tsv": (tot_tsv / tot_ref) ** 0.5 if tot_ref > 0 else 0.0},
+            "max_layer_rel_change": max((max(r["rel_change"]) for r in layers), default=0.0),
+        }
+    return out

@@ -159,7 +159,8 @@ def component_weights(s_cat: torch.Tensor, n_tasks: int) -> torch.Tensor:
 
     The K rank-one components E_i = u⊥_i v⊥_iᵀ are orthonormal (Frobenius); the ETF Gram
     operator maps them to M_i = sqrt(K/(K−1)) (E_i − Ē), Ē = (1/K) Σ E_j, and task t keeps
-    its singular values: τt^etf = Σ_{i∈t} σ_i M_i = sqrt(K/(K−1)) U⊥ (S_t − (Σ_{i∈t} σ_i / K) I) V⊥ᵀ
+    its singular values: τt^etf = Σ_{i∈t} σ_i M_i
+    = sqrt(K/(K−1)) U⊥ (S_t − (Σ_{i∈t} σ_i / K) I) V⊥ᵀ
     (S_t: S_cat with the other tasks' entries zeroed).
     """
     K = s_cat.numel()
