@@ -373,10 +373,16 @@ def similarity_methods(regime):
     return [m for m in AN["similarity_methods"] if regime in method_regimes(CFG, m)]
 
 
+ETF_FALLBACK = ("task_arithmetic", "tsv_m", "mda")  # raw, orthogonalised, ETF-aligned
+
+
 def etf_methods(regime):
-    """The data-free methods of analysis.similarity_methods in this regime: the task-level
-    ΔETF (analysis_etf) re-runs their merges; data-based methods are left out."""
-    return [m for m in similarity_methods(regime) if not method_needs_data(m)]
+    """Methods of the task-level ΔETF figure (analysis_etf re-runs their merges): the data-free
+    ones of analysis.similarity_methods; when it names none, the config's instances of
+    task_arithmetic, tsv_m and mda."""
+    picked = [m for m in similarity_methods(regime) if not method_needs_data(m)]
+    return picked or [m for m, s in CFG["methods"].items()
+                      if s["method"] in ETF_FALLBACK and regime in method_regimes(CFG, m)]
 
 
 # ----------------------------------------------------------------- run manifest

@@ -175,7 +175,7 @@ def analysis_etf(taskvector_paths, task_names, methods: Sequence[Mapping[str, An
     mda_rows = analysis.etf_deviation_per_layer(taskvector_paths, k_fraction, lora_rank)
     result = {"tasks": list(task_names), "regime": regime, "euler_step": analysis.EULER_STEP,
               "orthogonal_reference": analysis.orthogonal_delta_etf(len(task_names)),
-              "methods": summary, "layers": per_method,
+              "method_order": list(per_method), "methods": summary, "layers": per_method,
               "mda_components": {"k_fraction": k_fraction, "layers": mda_rows}}
     _write_json(result, out_json)
     return result
