@@ -142,7 +142,7 @@ def plot_etf(per_method: Mapping[str, Sequence[Mapping[str, Any]]], n_tasks: int
     ax.set_ylim(bottom=0)
     ax.set_title("Deviation of the per-task contributions from a simplex ETF" + title_suffix, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="best")
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     _save(fig, out_png, out_pdf)
 
 

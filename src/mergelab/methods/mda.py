@@ -9,25 +9,29 @@ No public code exists; the interpretation, and why, is written down in
    left vectors into U_cat (d_out × K), the right ones into V_cat (d_in × K),
    the singular values into S_cat, with K = T·k *components*.
 3. Shared subspace: U⊥ = polar(U_cat), V⊥ = polar(V_cat) (orthonormal bases).
-4. ETF alignment: multiply the shared basis by the Gram operator of the simplex
-   ETF on K points, G = K/(K−1) · (I − 11ᵀ/K), rescaled so the columns have unit
-   norm: U_etf = sqrt((K−1)/K) · U⊥ G = sqrt(K/(K−1)) · U⊥ (I − 11ᵀ/K). Its
-   columns form an exact simplex ETF (pairwise cosine −1/(K−1)).
-5. ETF-aligned task vectors τt^etf = U_etf[:, block t] diag(St) V⊥[:, block t]ᵀ;
-   merged with equal fusion coefficients: τm = Σt τt^etf = U_etf diag(S_cat) V⊥ᵀ.
+4. ETF alignment with the simplex-ETF Gram operator G = K/(K−1) · (I − 11ᵀ/K),
+   rescaled to unit norm, applied to the K shared directions. Which directions
+   (``etf``):
+   * ``components`` (default): the rank-one components E_i = u⊥_i v⊥_iᵀ, orthonormal
+     in the Frobenius inner product; M_i = sqrt(K/(K−1)) (E_i − Ē). A pair (u_i, v_i)
+     flipped together leaves E_i unchanged, so the result does not depend on the
+     arbitrary SVD signs. τm = Σ σ_i M_i = sqrt(K/(K−1)) · U⊥ (S_cat − mean(S_cat)) V⊥ᵀ.
+   * ``left_vectors``: the left basis only, U_etf = sqrt(K/(K−1)) · U⊥ (I − 11ᵀ/K),
+     τm = U_etf diag(S_cat) V⊥ᵀ: TSV-M plus a rank-one centring term along U⊥·1,
+     which depends on the signs; fixed by the canonical signs (largest-magnitude
+     entry of each left vector positive, ties within rounding to the first index).
+5. The ETF-aligned task vectors τt^etf are summed with equal fusion coefficients.
 
-Vector keys merge as the mean. Singular vectors have an arbitrary sign and the
-ETF centring is sign dependent, so every component is put in a canonical sign
-first (largest-magnitude entry of its left vector positive).
+Vector keys merge as the mean. ``sign_seed`` replaces the canonical signs by a
+random valid convention (docs/mda.md measures the spread of ``left_vectors``).
 
 Speed: large keys (``tsv.use_fast``: min side >= ``linalg.FAST_MIN_R``, the ViT-B/L
 matrices) take the top-k triplets of all tasks at once and the polar factors the way
 TSV-M does (``linalg.KeyBasis``, shared with TSV-M and DC-Merge when the pipeline computed
 it once for the suite: ``mergelab.basis``) instead of a full SVD per task and an SVD per
 polar factor; ``exact: true`` (and every small key) keeps the full-SVD route.
-The signs of a singular pair are arbitrary in both routes, and polar(U·D) = polar(U)·D
-for a diagonal sign matrix D, so after the canonical signs both give the same τm up to
-rounding (tests/test_methods_data_free.py compares them; docs/benchmarks.md times them).
+polar(U·D) = polar(U)·D for a diagonal sign matrix D, so both routes give the same τm
+up to rounding (tests/test_methods_data_free.py compares them; docs/benchmarks.md times them).
 """
 from __future__ import annotations
 
