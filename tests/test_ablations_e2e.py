@@ -98,3 +98,15 @@ def test_rotation_ablation_and_sweep_outputs(abl_run):
         assert (abl_run / "figures" / "analysis" / f"sensitivity_mda_k.{ext}").stat().st_size > 1000
     sweep = json.dumps(json.loads((abl_run / "figures" / "analysis" / "sensitivity_mda_k.json").read_text()))
     assert "0.1" in sweep and "1/T" in sweep
+
+
+def test_task_level_etf_figure(abl_run):
+    """analysis_etf: the task-level ΔETF of the similarity methods, per layer key; task
+    arithmetic's contributions are the task vectors themselves (Euler residual ≈ 0)."""
+    data = json.loads((abl_run / "figures" / "analysis" / "etf_full.json").read_text())
+    assert data["method_order"] == ["task_arithmetic"] and data["tasks"] == ["digits", "signs", "textures"]
+    rows = data["layers"]["task_arithmetic"]
+    assert rows and all(0 <= r["delta_etf"] and r["euler_residual"] < 1e-3 for r in rows)
+    assert data["mda_components"]["layers"]
+    for ext in ("png", "pdf"):
+        assert (abl_run / "figures" / "analysis" / f"etf_full.{ext}").stat().st_size > 1000
