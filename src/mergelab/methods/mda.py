@@ -40,7 +40,7 @@ from typing import Sequence
 
 import torch
 
-from .base import KeyInfo, MergeMethod, MethodConfigError
+from .base import KeyInfo, MergeMethod, MethodConfigError, key_seed
 from .linalg import KeyBasis, cat_tasks, key_basis, robust_svd
 from .tsv import use_fast
 
@@ -57,6 +57,21 @@ def etf_gram(k: int, dtype: torch.dtype = torch.float64, device=None) -> torch.T
         return torch.ones(k, k, dtype=dtype, device=device)
     eye = torch.eye(k, dtype=dtype, device=device)
     return k / (k - 1) * (eye - torch.full((k, k), 1.0 / k, dtype=dtype, device=device))
+
+
+def delta_etf_gram(gram: torch.Tensor) -> float:
+    """ΔETF from the Gram matrix of K directions (zero directions dropped, the rest normalised)."""
+    g = gram.double()
+    d = torch.diagonal(g)
+    keep = d > 0
+    g = g[keep][:, keep]
+    inv = d[keep].rsqrt()
+    g = g * inv[:, None] * inv[None, :]
+    k = g.shape[0]
+    if k < 2:
+        return 0.0
+    target = etf_gram(k, device=g.device)
+    return float((g - target).norm() / target.norm())
 
 
 def delta_etf(directions: torch.Tensor) -> float:
@@ -100,7 +115,6 @@ def _canonical_signs(U: torch.Tensor, rel_tol: float = 1e-3) -> torch.Tensor:
 def random_pair_signs(n: int, seed: int, key: str) -> torch.Tensor:
     """[n] random ±1, seeded per (seed, key): a random but valid SVD sign convention
     (flipping u_i and v_i together leaves every task's SVD valid)."""
-    from .base import key_seed
     g = torch.Generator().manual_seed(key_seed(seed, key))
     return torch.randint(0, 2, (n,), generator=g).float() * 2 - 1
 
@@ -197,21 +211,6 @@ def mda_merge(taus: Sequence[torch.Tensor], k: int, etf: str = "components", exa
         scale = math.sqrt(s.numel() / (s.numel() - 1)) if s.numel() > 1 else 1.0
         return scale * (a["u_perp"] * (s - s.mean())) @ a["v_perp"].T
     return (a["u_etf"] * a["s_cat"]) @ a["v_perp"].T
-
-
-def delta_etf_gram(gram: torch.Tensor) -> float:
-    """ΔETF from the Gram matrix of K directions (zero directions dropped, the rest normalised)."""
-    g = gram.double()
-    d = torch.diagonal(g)
-    keep = d > 0
-    g = g[keep][:, keep]
-    inv = d[keep].rsqrt()
-    g = g * inv[:, None] * inv[None, :]
-    k = g.shape[0]
-    if k < 2:
-        return 0.0
-    target = etf_gram(k, device=g.device)
-    return float((g - target).norm() / target.norm())
 
 
 def mda_delta_etf(taus: Sequence[torch.Tensor], k: int, exact: bool = False,
