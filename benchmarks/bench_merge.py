@@ -130,17 +130,16 @@ def ref_key(name: str, taus: list[torch.Tensor], dtype) -> torch.Tensor:
             Us.append(u[:, :nt]), Ss.append(s[:nt]), Vs.append(vh[:nt])
         s_bar = torch.cat(Ss + [Sc]).mean()
         return s_bar * _polar(torch.cat(Us + [Uc], 1)) @ _polar(torch.cat(Vs + [Vc], 0))
-    if name == "mda":  # Algorithm 1 (docs/mda.md), no public code: the direct full-SVD way
+    if name == "mda":  # Algorithm 1 (docs/mda.md, "components" reading), the direct full-SVD way
         k = min(max(1, round(m / T)), r // T)
         Us, Ss, Vs = [], [], []
         for a in taus:
             U, S, Vh = torch.linalg.svd(a, full_matrices=False)
-            u, v = U[:, :k], Vh[:k].T
-            sign = torch.sign(u[u.abs().argmax(0), torch.arange(k)])
-            Us.append(u * sign), Ss.append(S[:k]), Vs.append(v * sign)
+            Us.append(U[:, :k]), Ss.append(S[:k]), Vs.append(Vh[:k].T)
         Uo, Vo = _polar(torch.cat(Us, 1)), _polar(torch.cat(Vs, 1))
-        K = Uo.shape[1]
-        return ((K / (K - 1)) ** 0.5 * (Uo - Uo.mean(1, keepdim=True)) * torch.cat(Ss)) @ Vo.T
+        s = torch.cat(Ss)
+        K = s.numel()
+        return (K / (K - 1)) ** 0.5 * (Uo * (s - s.mean())) @ Vo.T
     k = r // T
     Ucat = torch.zeros(m, r, dtype=dtype)
     Vcat = torch.zeros(r, n, dtype=dtype)

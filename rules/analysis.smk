@@ -1,6 +1,7 @@
 # Analysis figures from the task vectors and merges of a run: singular-value spectra
-# (DC-Merge Fig. 1), CosSim/DirSim heatmaps, ΔETF before/after MDA alignment, and
-# sensitivity sweeps (e.g. DC-Merge mask size, MDA rank k).
+# (DC-Merge Fig. 1), CosSim/DirSim heatmaps, task-level ΔETF of every data-free method of
+# analysis.similarity_methods (docs/mda.md), and sensitivity sweeps (e.g. DC-Merge mask size,
+# MDA rank k).
 
 
 rule analysis_spectrum:
@@ -57,7 +58,10 @@ rule analysis_similarity:
 
 rule analysis_etf:
     input:
-        lambda w: [f"{R}/taskvectors/{w.regime}/{t}.safetensors" for t in suite_tasks(AN_SUITE)],
+        taskvectors=lambda w: [
+            f"{R}/taskvectors/{w.regime}/{t}.safetensors" for t in suite_tasks(AN_SUITE)
+        ],
+        code=lambda w: sorted({p for m in etf_methods(w.regime) for p in method_sources(m)}),
     output:
         report(
             multiext(f"{R}/figures/analysis/etf_{{regime}}", ".png", ".pdf", ".json"),
@@ -67,6 +71,11 @@ rule analysis_etf:
     params:
         stem=lambda w, output: output[0][: -len(".png")],
         tasks=lambda w: " ".join(suite_tasks(AN_SUITE)),
+        spec=lambda w: jq({
+            "regime": w.regime, "seed": CFG["seed"],
+            "methods": [{"name": m, "method": METHODS[m]["method"], "params": METHODS[m].get("params", {})}
+                        for m in etf_methods(w.regime)],
+        }),
         k=lambda w: "" if AN["etf_k_fraction"] is None else f"--k-fraction {AN['etf_k_fraction']}",
         rank=lambda w: (
             f"--lora-rank {CFG['finetune']['lora']['rank']}" if w.regime == "lora" else ""
@@ -77,8 +86,8 @@ rule analysis_etf:
         f"{LOGS}/analysis/etf_{{regime}}.log",
     threads: 1
     shell:
-        "python -m mergelab.cli analysis etf --tasks {params.tasks} --taskvectors {input} {params.k} {params.rank} "
-        "--out-stem {params.stem} > {log} 2>&1"
+        "python -m mergelab.cli analysis etf --tasks {params.tasks} --taskvectors {input.taskvectors} "
+        "--spec {params.spec:q} {params.k} {params.rank} --out-stem {params.stem} > {log} 2>&1"
 
 
 rule analysis_sensitivity:

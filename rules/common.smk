@@ -278,7 +278,8 @@ def analysis_targets():
         out += expand(f"{R}/figures/analysis/spectrum_{r}.{{ext}}", ext=["png", "pdf"])
         if [m for m in AN["similarity_methods"] if r in method_regimes(CFG, m)]:
             out += expand(f"{R}/figures/analysis/similarity_{r}.{{ext}}", ext=["png", "pdf"])
-        out += expand(f"{R}/figures/analysis/etf_{r}.{{ext}}", ext=["png", "pdf"])
+        if etf_methods(r):
+            out += expand(f"{R}/figures/analysis/etf_{r}.{{ext}}", ext=["png", "pdf"])
     for sweep in AN["sweeps"]:
         out += expand(f"{R}/figures/analysis/sensitivity_{sweep}.{{ext}}", ext=["png", "pdf"])
     return out
@@ -423,6 +424,18 @@ def regime_report_inputs(w):
 
 def similarity_methods(regime):
     return [m for m in AN["similarity_methods"] if regime in method_regimes(CFG, m)]
+
+
+ETF_FALLBACK = ("task_arithmetic", "tsv_m", "mda")  # raw, orthogonalised, ETF-aligned
+
+
+def etf_methods(regime):
+    """Methods of the task-level ΔETF figure (analysis_etf re-runs their merges): the data-free
+    ones of analysis.similarity_methods; when it names none, the config's instances of
+    task_arithmetic, tsv_m and mda."""
+    picked = [m for m in similarity_methods(regime) if not method_needs_data(m)]
+    return picked or [m for m, s in CFG["methods"].items()
+                      if s["method"] in ETF_FALLBACK and regime in method_regimes(CFG, m)]
 
 
 # ----------------------------------------------------------------- run manifest

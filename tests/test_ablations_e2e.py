@@ -108,3 +108,15 @@ def test_mda_am_starts_at_the_validated_mda_alpha(abl_run):
             info = json.loads((abl_run / "merged" / "full" / suite / f"{inst}.json").read_text())
             assert info["aux"]["init_from"]["alpha"] == mda["alpha"]
             assert info["aux"]["init"] == {"lambda": mda["alpha"], "from_method": "mda"}
+
+
+def test_task_level_etf_figure(abl_run):
+    """analysis_etf: the task-level ΔETF of the similarity methods, per layer key; task
+    arithmetic's contributions are the task vectors themselves (Euler residual ≈ 0)."""
+    data = json.loads((abl_run / "figures" / "analysis" / "etf_full.json").read_text())
+    assert data["method_order"] == ["task_arithmetic"] and data["tasks"] == ["digits", "signs", "textures"]
+    rows = data["layers"]["task_arithmetic"]
+    assert rows and all(0 <= r["delta_etf"] and r["euler_residual"] < 1e-3 for r in rows)
+    assert data["mda_components"]["layers"]
+    for ext in ("png", "pdf"):
+        assert (abl_run / "figures" / "analysis" / f"etf_full.{ext}").stat().st_size > 1000

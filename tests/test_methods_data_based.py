@@ -221,7 +221,7 @@ def _check_so(r: torch.Tensor):
 
 
 def test_mda_am_rotations_in_so_d_and_losses(world):
-    out, ctx = _merge(world, "mda_am", steps=15, rotation_lr=0.05)
+    out, ctx = _merge(world, "mda_am", steps=15, rotation_lr=0.02)
     weights, rots = split_merged(out)
     assert set(rots) == set(TASKS)
     for task, r in rots.items():

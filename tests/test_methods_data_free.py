@@ -8,8 +8,8 @@ from mergelab.methods import build, get_method
 from mergelab.methods.base import DictSource, KeyInfo, MergeContext, MethodConfigError
 from mergelab.methods.basic import TaskArithmetic, Ties
 from mergelab.methods.consensus import tall_mask
-from mergelab.methods.mda import (Mda, delta_etf, effective_k, etf_gram, mda_align,
-                                  mda_delta_etf)
+from mergelab.methods.mda import (Mda, _canonical_signs, delta_etf, effective_k, etf_gram, mda_align,
+                                  mda_delta_etf, mda_task_vectors)
 from mergelab.methods.wudi import Wudi, wudi_objective, wudi_optimize
 
 ATTN = "visual.transformer.resblocks.0.attn.in_proj_weight"
@@ -202,23 +202,25 @@ def test_mda_effective_k():
     assert effective_k(4, 4, 8, None) == 1
 
 
-def test_mda_alignment_reduces_delta_etf():
+@pytest.mark.parametrize("etf", ["components", "left_vectors"])
+def test_mda_alignment_reduces_delta_etf(etf):
     taus = _lowrank_taus(n=4, d_out=40, d_in=30, rank=8, seed=3)
     for k in (2, 5, 7):
-        d = mda_delta_etf(taus, k)
+        d = mda_delta_etf(taus, k, etf=etf)
         assert d["K"] == 4 * k
         assert d["after"] < 1e-5 < d["before"]
         assert d["after"] < d["orthogonal"]
 
 
-def test_mda_close_to_tsv_and_deterministic():
+def test_mda_left_vectors_is_tsv_plus_rank_one_and_deterministic():
     taus = _lowrank_taus(seed=4)
     info = _info(shape=(32, 24), n=4)
-    out = Mda().merge_key(taus, info)
-    assert torch.equal(out, Mda().merge_key(taus, info))
-    # invariant to the sign convention of the input SVD (canonical signs)
-    assert torch.allclose(Mda().merge_key([-t for t in taus], info), -out, atol=1e-5)
-    # ETF alignment is a rank-one correction of the orthogonalised (TSV-like) merge
+    m = Mda(etf="left_vectors")
+    out = m.merge_key(taus, info)
+    assert torch.equal(out, m.merge_key(taus, info))
+    # invariant to τ → −τ (canonical signs)
+    assert torch.allclose(m.merge_key([-t for t in taus], info), -out, atol=1e-5)
+    # ETF alignment of the left vectors is a rank-one correction of the orthogonalised merge
     a = mda_align(taus, 6)
     tsv = (a["u_perp"] * a["s_cat"]) @ a["v_perp"].T
     rel = float((out - tsv).norm() / tsv.norm())
@@ -226,8 +228,109 @@ def test_mda_close_to_tsv_and_deterministic():
     assert torch.linalg.matrix_rank(out - tsv * (24 / 23) ** 0.5) <= 1
 
 
+def test_mda_components_is_tsv_minus_mean_sigma_frame():
+    """Default reading: τm = sqrt(K/(K−1)) · U⊥ (S − mean(S)) V⊥ᵀ (docs/mda.md)."""
+    taus = _lowrank_taus(seed=4)
+    info = _info(shape=(32, 24), n=4)
+    out = Mda().merge_key(taus, info)
+    assert torch.equal(out, Mda().merge_key(taus, info))
+    assert torch.allclose(Mda().merge_key([-t for t in taus], info), -out, atol=1e-5)
+    a = mda_align(taus, 6)
+    up, vp, s = a["u_perp"].double(), a["v_perp"].double(), a["s_cat"].double()
+    want = (24 / 23) ** 0.5 * ((up * s) @ vp.T - s.mean() * up @ vp.T)
+    assert float((out.double() - want).norm() / want.norm()) < 1e-5
+
+
+def _components_reference_f64(taus, k):
+    """The ``components`` reading written out with float64 full SVDs and explicit rank-one
+    matrices: E_i = u⊥_i v⊥_iᵀ, M_i = sqrt(K/(K−1)) (E_i − mean_j E_j), τm = Σ_i σ_i M_i."""
+    import numpy as np
+    us, ss, vs = [], [], []
+    for t in taus:
+        u, s, vh = np.linalg.svd(t.double().numpy(), full_matrices=False)
+        us.append(u[:, :k]), ss.append(s[:k]), vs.append(vh[:k].T)
+    def polar(a):
+        p, _, qh = np.linalg.svd(a, full_matrices=False)
+        return p @ qh
+    up, vp, sig = polar(np.concatenate(us, 1)), polar(np.concatenate(vs, 1)), np.concatenate(ss)
+    K = sig.size
+    weighted, mean = np.zeros((up.shape[0], vp.shape[0])), np.zeros((up.shape[0], vp.shape[0]))
+    for i in range(K):  # Σ_i σ_i E_i and Ē, one rank-one matrix at a time
+        e = np.outer(up[:, i], vp[:, i])
+        weighted += sig[i] * e
+        mean += e / K
+    return torch.tensor(np.sqrt(K / (K - 1)) * (weighted - sig.sum() * mean))
+
+
+def test_mda_components_matches_float64_reference():
+    taus = _lowrank_taus(n=3, d_out=20, d_in=16, rank=5, seed=8)
+    info = _info(shape=(20, 16), n=3)
+    k = effective_k(20, 16, 3, None)
+    ref = _components_reference_f64(taus, k)
+    out = Mda().merge_key(taus, info).double()
+    assert float((out - ref).norm() / ref.norm()) < 1e-5
+
+
+@pytest.mark.parametrize("shape,exact", [((32, 24), False), ((24, 40), False),
+                                         ((424, 384), False), ((384, 424), True)])
+def test_mda_components_invariant_to_random_pair_flips(shape, exact):
+    """Flipping any pairs (u_i, v_i) of the tasks' SVDs (another valid sign convention,
+    ``sign_seed``) leaves the default τm unchanged; the ``left_vectors`` reading moves."""
+    g = torch.Generator().manual_seed(sum(shape))
+    taus = [torch.randn(shape[0], 12, generator=g) @ torch.randn(12, shape[1], generator=g) / 12
+            + 1e-3 * torch.randn(*shape, generator=g) for _ in range(4)]
+    info = _info(key=ATTN, shape=shape, n=4)
+    for etf in ("components", "left_vectors"):
+        ref = Mda(etf=etf, exact=exact).merge_key(taus, info).double()
+        rel = [float((Mda(etf=etf, exact=exact, sign_seed=s).merge_key(taus, info).double() - ref).norm()
+                     / ref.norm()) for s in range(1, 6)]
+        if etf == "components":
+            assert max(rel) < 1e-5, rel
+        else:
+            assert min(rel) > 1e-3, rel
+
+
+def test_mda_task_vectors_sum_to_the_merge_and_flat_spectra_give_a_task_simplex():
+    """Σt τt^etf = τm in both readings; with equal singular values in every task the default
+    reading's per-task vectors form an exact simplex ETF (pairwise cosine −1/(T−1))."""
+    taus = _lowrank_taus(seed=5)
+    info = _info(shape=(32, 24), n=4)
+    for etf in ("components", "left_vectors"):
+        pieces = mda_task_vectors(taus, 6, etf)
+        assert torch.allclose(pieces.sum(0), Mda(etf=etf).merge_key(taus, info), atol=1e-5)
+    g = torch.Generator().manual_seed(6)
+    flat = []
+    for _ in range(4):
+        u, _ = torch.linalg.qr(torch.randn(32, 6, generator=g))
+        v, _ = torch.linalg.qr(torch.randn(24, 6, generator=g))
+        flat.append(u @ v.T)
+    p = mda_task_vectors(flat, 6).reshape(4, -1).double()
+    p = p / p.norm(dim=1, keepdim=True)
+    assert delta_etf(p.T) < 1e-5
+    assert torch.allclose(p @ p.T, etf_gram(4), atol=1e-5)
+
+
+def test_canonical_signs_tie_robust():
+    """Largest |entry| positive; entries equal up to rounding count as a tie and the first
+    index decides, so a rounding-size perturbation of a tie does not flip the sign."""
+    a = torch.tensor([0.6, -0.6 * (1 + 1e-6), 0.1, 0.0])
+    b = torch.tensor([0.6, -0.6 * (1 - 1e-6), 0.1, 0.0])
+    for u in (a, b):
+        assert float(_canonical_signs(u[None, :, None])[0]) == 1.0
+    clear = torch.tensor([0.2, -0.9, 0.1, 0.0])
+    assert float(_canonical_signs(clear[None, :, None])[0]) == -1.0
+
+
+def test_mda_param_validation():
+    with pytest.raises(MethodConfigError, match="etf"):
+        Mda(etf="rows")
+    with pytest.raises(MethodConfigError, match="sign_seed"):
+        Mda(sign_seed="1")
+    assert Mda().params["etf"] == "components" and Mda().params["sign_seed"] is None
+
+
 def _mda_reference_f64(taus, k):
-    """Algorithm 1 written directly with numpy float64 full SVDs (docs/mda.md)."""
+    """Algorithm 1, ``left_vectors`` reading, written directly with numpy float64 full SVDs."""
     import numpy as np
     us, ss, vs = [], [], []
     for t in taus:
@@ -260,11 +363,12 @@ def test_mda_fast_path_on_large_keys_matches_float64_reference(T, wide):
         taus.append(((u * s) @ v.T * 1e-2).float())
     info = _info(shape=shape, n=T)
     k = effective_k(shape[0], shape[1], T, None)
-    ref = _mda_reference_f64(taus, k)
-    fast, exact = Mda().merge_key(taus, info), Mda(exact=True).merge_key(taus, info)
-    assert fast.shape == exact.shape == shape and fast.dtype == torch.float32
-    rel = lambda a: float((a.double() - ref).norm() / ref.norm())  # noqa: E731
-    assert rel(fast) < 1e-4 and rel(exact) < 2e-4, (rel(fast), rel(exact))
+    rel = lambda a, ref: float((a.double() - ref).norm() / ref.norm())  # noqa: E731
+    for etf, reference in (("left_vectors", _mda_reference_f64), ("components", _components_reference_f64)):
+        ref = reference(taus, k)
+        fast, exact = Mda(etf=etf).merge_key(taus, info), Mda(etf=etf, exact=True).merge_key(taus, info)
+        assert fast.shape == exact.shape == shape and fast.dtype == torch.float32
+        assert rel(fast, ref) < 1e-4 and rel(exact, ref) < 2e-4, (etf, rel(fast, ref), rel(exact, ref))
     # the intermediate quantities keep their meaning on the fast route
     a = mda_align(taus, k)
     eye = torch.eye(T * k, dtype=torch.float64)

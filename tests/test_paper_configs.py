@@ -109,7 +109,15 @@ def _expected_jobs(cfg) -> Counter:
         exp["regime_report"] = 1
     an = cfg.get("analysis")
     if an and an.get("enabled"):
-        exp["analysis_spectrum"] = exp["analysis_etf"] = len(regimes)
+        exp["analysis_spectrum"] = len(regimes)
+        # the task-level ΔETF figure: regimes with a data-free similarity method or, failing
+        # that, a task_arithmetic / tsv_m / mda instance (rules/common.smk etf_methods)
+        def has_etf(r):
+            sims = [m for m in an.get("similarity_methods", []) if r in method_regimes(cfg, m)
+                    and not M.get_method(cfg["methods"][m]["method"]).needs_data]
+            return bool(sims) or any(s["method"] in ("task_arithmetic", "tsv_m", "mda")
+                                     and r in method_regimes(cfg, m) for m, s in cfg["methods"].items())
+        exp["analysis_etf"] = sum(1 for r in regimes if has_etf(r))
         if an.get("similarity_methods"):
             exp["analysis_similarity"] = len(regimes)
         if an.get("sweeps"):

@@ -247,7 +247,17 @@ def cmd_analysis(a):
         P.analysis_similarity(a.taskvectors, a.tasks, a.merged or [], a.names or [], png, pdf,
                               out_json=js)
     elif a.kind == "etf":
-        P.analysis_etf(a.taskvectors, a.tasks, a.k_fraction, png, pdf, js, lora_rank=a.lora_rank)
+        spec = _spec(a.spec)
+        P.analysis_etf(a.taskvectors, a.tasks, spec["methods"], spec["regime"], png, pdf, js,
+                       k_fraction=a.k_fraction, lora_rank=a.lora_rank, seed=spec.get("seed", 0))
+    elif a.kind == "mda-signs":
+        res = P.mda_sign_spread_report(a.taskvectors, js, a.conventions, a.k_fraction, a.lora_rank,
+                                       a.regime)
+        for etf, r in res["readings"].items():
+            m = r["model"]
+            print(f"mda etf={etf}: τm change over {a.conventions} sign conventions "
+                  f"mean {m['mean_rel_change']:.2e} max {m['max_rel_change']:.2e}; "
+                  f"‖τm − TSV-M part‖/‖τm‖ {m['rel_diff_from_tsv']:.2e}")
     elif a.kind == "sensitivity":
         from .io import load_json, save_json
         spec = _spec(a.spec)
@@ -383,11 +393,14 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--suite", required=True); s.add_argument("--out-dir", required=True)
     s.add_argument("--results", nargs="+", required=True)
     s = add("analysis", cmd_analysis, "analysis figures (spectrum, similarity, etf, sensitivity)")
-    s.add_argument("kind", choices=["spectrum", "similarity", "etf", "sensitivity"])
+    s.add_argument("kind", choices=["spectrum", "similarity", "etf", "sensitivity", "mda-signs"])
     s.add_argument("--tasks", nargs="+"); s.add_argument("--taskvectors", nargs="+")
     s.add_argument("--merged", nargs="*"); s.add_argument("--names", nargs="*")
     s.add_argument("--k-fraction", type=float); s.add_argument("--lora-rank", type=int)
     s.add_argument("--spec"); s.add_argument("--results", nargs="+")
+    s.add_argument("--regime", default="full", choices=["full", "lora"], help="mda-signs: regime")
+    s.add_argument("--conventions", type=int, default=8,
+                   help="mda-signs: number of random SVD sign conventions")
     s.add_argument("--out-stem", required=True)
 
     s = add("manifest", cmd_manifest, "run manifest: sha256, config subset and versions of every artifact")

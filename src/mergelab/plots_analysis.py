@@ -6,7 +6,9 @@ safetensors, lists of records) and write to the given output paths atomically:
 * ``analysis_spectrum``  – normalised singular-value spectrum per task, averaged
   over layers (DC-Merge Figure 1);
 * ``analysis_similarity`` – CosSim and DirSim heatmaps, task×task and task×merged;
-* ``analysis_etf``       – ΔETF per layer before / after MDA alignment (+ JSON);
+* ``analysis_etf``       – task-level ΔETF of every method per layer (+ JSON, with MDA's
+  component-level ΔETF before / after its alignment);
+* ``mda_sign_spread_report`` – MDA's τm under random SVD sign conventions (JSON);
 * ``plot_sensitivity``   – average normalised accuracy vs a hyperparameter
   (DC-Merge mask size 8r … r/8, MDA k).
 """
@@ -120,34 +122,73 @@ def analysis_similarity(taskvector_paths, task_names, merged_paths, merged_names
 
 # ------------------------------------------------------------------ (c) ΔETF
 
-def plot_etf(rows: Sequence[Mapping[str, Any]], out_png, out_pdf, title_suffix: str = "") -> None:
-    fig, ax = plt.subplots(figsize=(max(6.4, 0.18 * len(rows) + 2), 4.2))
-    x = list(range(len(rows)))
-    ax.plot(x, [r["before"] for r in rows], "o-", ms=3, label="before (top-k task directions)")
-    if rows and "orthogonal" in rows[0]:
-        ax.plot(x, [r["orthogonal"] for r in rows], "s--", ms=3, label="shared basis (polar), no ETF")
-    ax.plot(x, [r["after"] for r in rows], "^-", ms=3, label="after MDA ETF alignment")
-    ax.set_xticks(x, [_short_key(r["key"]) for r in rows], rotation=90, fontsize=6)
+def plot_etf(per_method: Mapping[str, Sequence[Mapping[str, Any]]], n_tasks: int, out_png, out_pdf,
+             title_suffix: str = "") -> None:
+    """Task-level ΔETF per layer key, one line per method, with the value of T pairwise
+    orthogonal directions (1/sqrt(T)) as a reference."""
+    keys = [r["key"] for r in next(iter(per_method.values()), [])]
+    fig, ax = plt.subplots(figsize=(max(6.4, 0.16 * len(keys) + 3), 4.4))
+    x = list(range(len(keys)))
+    markers = "os^vDP*Xh<>"
+    for i, (name, rows) in enumerate(per_method.items()):
+        vals = [r["delta_etf"] for r in rows]
+        mean = sum(vals) / max(1, len(vals))
+        ax.plot(x, vals, marker=markers[i % len(markers)], ms=3, lw=1.2, label=f"{name} (mean {mean:.3f})")
+    ax.axhline(analysis.orthogonal_delta_etf(n_tasks), color="grey", ls=":", lw=1,
+               label=f"pairwise orthogonal (1/√T = {analysis.orthogonal_delta_etf(n_tasks):.3f})")
+    ax.set_xticks(x, [_short_key(k) for k in keys], rotation=90, fontsize=6)
     ax.set_xlabel("layer (matrix key)")
-    ax.set_ylabel("ΔETF = ‖Ĝ − G_ETF‖_F / ‖G_ETF‖_F")
-    ax.set_title("Directional deviation from the simplex ETF per layer" + title_suffix)
+    ax.set_ylabel("task-level ΔETF = ‖Ĝ − G_ETF‖_F / ‖G_ETF‖_F")
+    ax.set_ylim(bottom=0)
+    ax.set_title("Deviation of the per-task contributions from a simplex ETF" + title_suffix, fontsize=10)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
     _save(fig, out_png, out_pdf)
 
 
-def analysis_etf(taskvector_paths, task_names, k_fraction, out_png, out_pdf, out_json,
-                 lora_rank: int | None = None) -> list[dict]:
-    rows = analysis.etf_deviation_per_layer(taskvector_paths, k_fraction, lora_rank)
-    kf = "1/T" if k_fraction is None else f"{k_fraction:g}"
-    plot_etf(rows, out_png, out_pdf, title_suffix=f" (k = {kf}·d_out, T = {len(task_names)})")
-    summary = {
-        "tasks": list(task_names), "k_fraction": k_fraction, "layers": rows,
-        "mean_before": sum(r["before"] for r in rows) / max(1, len(rows)),
-        "mean_after": sum(r["after"] for r in rows) / max(1, len(rows)),
-    }
-    _write_json(summary, out_json)
-    return rows
+def _method_summary(rows: Sequence[Mapping[str, Any]]) -> dict:
+    n = max(1, len(rows))
+    return {"mean_delta_etf": sum(r["delta_etf"] for r in rows) / n,
+            "mean_cos": sum(r["mean_cos"] for r in rows) / n,
+            "max_euler_residual": max((r["euler_residual"] for r in rows), default=0.0)}
+
+
+def analysis_etf(taskvector_paths, task_names, methods: Sequence[Mapping[str, Any]], regime: str,
+                 out_png, out_pdf, out_json, k_fraction: float | None = None,
+                 lora_rank: int | None = None, seed: int = 0) -> dict:
+    """Task-level ΔETF of every method instance in ``methods`` ([{name, method, params}], in
+    the figure's order), per layer key (figure + JSON), and MDA's component-level ΔETF before / after its own
+    alignment (JSON, ``mda_components``)."""
+    from . import methods as M
+    if not methods:
+        raise ValueError("analysis etf: no methods given (config analysis.similarity_methods)")
+    per_method, summary = {}, {}
+    for spec in methods:
+        name = spec["name"]
+        method = M.build(spec["method"], **spec.get("params", {}))
+        rows = analysis.method_task_etf(taskvector_paths, method, regime, task_names, seed=seed,
+                                        lora_rank=lora_rank)
+        per_method[name] = rows
+        summary[name] = {"method": spec["method"], "params": method.params, **_method_summary(rows)}
+    plot_etf(per_method, len(task_names), out_png, out_pdf,
+             title_suffix=f" ({regime}, T = {len(task_names)})")
+    mda_rows = analysis.etf_deviation_per_layer(taskvector_paths, k_fraction, lora_rank)
+    result = {"tasks": list(task_names), "regime": regime, "euler_step": analysis.EULER_STEP,
+              "orthogonal_reference": analysis.orthogonal_delta_etf(len(task_names)),
+              "method_order": list(per_method), "methods": summary, "layers": per_method,
+              "mda_components": {"k_fraction": k_fraction, "layers": mda_rows}}
+    _write_json(result, out_json)
+    return result
+
+
+def mda_sign_spread_report(taskvector_paths, out_json, conventions: int = 8,
+                           k_fraction: float | None = None, lora_rank: int | None = None,
+                           regime: str = "full", exact: bool = False) -> dict:
+    """``analysis.mda_sign_spread`` written to JSON; returns it."""
+    res = analysis.mda_sign_spread(taskvector_paths, conventions, k_fraction=k_fraction,
+                                   lora_rank=lora_rank, regime=regime, exact=exact)
+    _write_json(res, out_json)
+    return res
 
 
 # ------------------------------------------------------------------ (d) sensitivity
@@ -199,5 +240,6 @@ def plot_sensitivity(records: Sequence[Mapping[str, Any]], xlabel: str, out_png,
     _save(fig, out_png, out_pdf)
 
 
-__all__ = ["analysis_spectrum", "analysis_similarity", "analysis_etf", "plot_sensitivity",
+__all__ = ["analysis_spectrum", "analysis_similarity", "analysis_etf", "mda_sign_spread_report",
+           "plot_sensitivity",
            "plot_spectrum", "plot_similarity", "plot_etf"]

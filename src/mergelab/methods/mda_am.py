@@ -32,7 +32,7 @@ from ..evaluate import ROTATION_PREFIX
 from .adamerging import FROM_METHOD, EntropyMerging, softmax_entropy
 from .base import MergeContext, MethodConfigError, TaskVectorSource, is_matrix_key
 from .linalg import robust_svd
-from .mda import effective_k, mda_align, polar
+from .mda import effective_k, mda_task_vectors, polar
 
 
 def etf_targets(head_weight: torch.Tensor) -> torch.Tensor:
@@ -116,8 +116,8 @@ class MdaAM(EntropyMerging):
 
     # -- Algorithm 1 per-task vectors -------------------------------------------
     def task_vectors(self, store: TaskVectorSource, ctx: MergeContext, progress) -> dict[str, torch.Tensor]:
-        """Per key, the T ETF-aligned task vectors τt^etf = U_etf[:, blk t] diag(St) V⊥[:, blk t]ᵀ
-        (their sum is ``mda``'s τm); vector keys and keys with r < T: τt / T (their sum is
+        """Per key, the T ETF-aligned task vectors τt^etf of ``mda`` (default reading,
+        ``mda.mda_task_vectors``; their sum is ``mda``'s τm); vector keys and keys with r < T: τt / T (their sum is
         ``mda``'s mean). So λ ≡ α reproduces the Algorithm 1 model θ0 + α·τm exactly."""
         out = {}
         lora_rank = ctx.lora_rank if ctx.regime == "lora" else None
@@ -129,10 +129,8 @@ class MdaAM(EntropyMerging):
                 out[key] = (torch.stack(taus) / n).cpu()
                 continue
             k = effective_k(shape[0], shape[1], n, self.params["k_fraction"], lora_rank)
-            a = mda_align(taus, k, self.params["exact"], ctx.basis_of(key))
-            us = a["u_etf"] * a["s_cat"]
-            out[key] = torch.stack([us[:, t * k:(t + 1) * k] @ a["v_perp"][:, t * k:(t + 1) * k].T
-                                    for t in range(n)]).cpu()
+            out[key] = mda_task_vectors(taus, k, exact=self.params["exact"],
+                                        basis=ctx.basis_of(key)).cpu()
         return out
 
     # -- rotations and the extra loss terms -----------------------------------------
