@@ -137,7 +137,7 @@ def _with_interval(r: Mapping[str, Any], m: str, pm: str) -> str:
     if pd.isna(r[m]):
         return "–"
     text = f"{r[m]:.1f}{pm}{_half_width(r[f'{m}_lo'], r[f'{m}_hi']):.1f}"
-    sd = r.get(f"{m}_seed_sd")
+    sd = r.get(f"{m}_seed_sd") if r["method"] != "zeroshot" else None  # zero-shot: shared by the seeds
     return text + (f" ({sd:.1f})" if sd is not None and not pd.isna(sd) else "")
 
 
@@ -181,18 +181,18 @@ def formatted(df: pd.DataFrame, tasks: Sequence[str], summary: Mapping[str, Any]
 def table_notes(summary: Mapping[str, Any], seeds: Sequence[int], boot: Bootstrap) -> list[str]:
     """What the ±, the parentheses, the bold cells and the Δ columns mean."""
     cmp = METRIC_LABEL[summary["compare_on"]]
-    notes = [f"± : half-width of the {100 * boot.confidence:.0f} % paired bootstrap interval over "
-             f"test images ({boot.samples} resamples, per task, shared by all rows)"]
+    notes = [f"±: half-width of the {100 * boot.confidence:.0f} % paired bootstrap interval over "
+             f"test images ({boot.samples} resamples per task, the same for every row)"]
     if len(seeds) > 1:
-        notes.append(f"values are means over {len(seeds)} seeds ({', '.join(map(str, seeds))}); "
-                     "( ) : standard deviation across seeds")
+        notes.append(f"Means over {len(seeds)} seeds ({', '.join(map(str, seeds))}); in parentheses: "
+                     "standard deviation across seeds")
     if summary.get("best"):
-        notes.append(f"bold {cmp}: merged rows the paired bootstrap cannot tell from the best "
-                     f"({pretty(summary['best'])}: the interval of the difference includes 0)")
+        notes.append(f"Bold {cmp}: the best merged row ({pretty(summary['best'])}) and those the paired "
+                     "bootstrap cannot tell from it (the interval of the difference includes 0)")
         notes.append(f"Δ TA, Δ best: paired difference in {cmp} to task arithmetic and to the best row")
     tau = summary.get("kendall_tau_mean")
     if tau is not None:
-        pairs = ", ".join(f"{k}: {v:.2f}" for k, v in summary["kendall_tau"].items())
+        pairs = ", ".join(f"seeds {k.replace('-', '–')}: {v:.2f}" for k, v in summary["kendall_tau"].items())
         notes.append(f"Kendall τ between the seeds' rankings by {cmp}: mean {tau:.2f} ({pairs})")
     return notes
 
