@@ -269,12 +269,8 @@ def accuracy_figure(df: pd.DataFrame, tasks: Sequence[str], stem: Path, title: s
     for yi, v, h in zip(y, norm, hi):
         bx.text(max(v, h) + 1, yi, f"{v:.1f}", va="center", fontsize=8)
     bx.set_xlabel("Average normalized accuracy (%), 95 % bootstrap interval")
-    bx.set_title("Normalized accuracy")
-    if tied.any():
-        from matplotlib.patches import Patch
-        bx.legend(handles=[Patch(color="#1f4e79", label="not distinguishable from the best"),
-                           Patch(color="#8fb3d9", label="below the best")],
-                  loc="lower left", fontsize=7, frameon=False)
+    bx.set_title("Normalized accuracy" + ("\n(dark: not distinguishable from the best)" if tied.any() else ""),
+                 fontsize=10)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
     for ext in (".png", ".pdf"):
@@ -292,10 +288,15 @@ def rank_figure(table_json: str | Path, stem: str | Path) -> None:
         raise ArtifactError(f"{table_json}: no per-seed ranks")
     methods = list(ranks[seeds[0]])
     fig, ax = plt.subplots(figsize=(2.5 + 1.1 * len(seeds), 1.5 + 0.32 * len(methods)))
+    colors = plt.get_cmap("tab20")(np.linspace(0, 1, 20))
+    for k, m in enumerate(methods):
+        ax.plot(range(len(seeds)), [ranks[s][m] for s in seeds], marker="o", lw=1.2,
+                color=colors[k % 20])
+    last: dict[float, list[str]] = {}  # methods tied at the last seed share one label
     for m in methods:
-        ys = [ranks[s][m] for s in seeds]
-        ax.plot(range(len(seeds)), ys, marker="o", lw=1.2)
-        ax.text(len(seeds) - 1 + 0.08, ys[-1], pretty(m), va="center", fontsize=8)
+        last.setdefault(ranks[seeds[-1]][m], []).append(pretty(m))
+    for y, names in last.items():
+        ax.text(len(seeds) - 1 + 0.08, y, ", ".join(names), va="center", fontsize=8)
     ax.set_xticks(range(len(seeds)), [f"seed {s}" for s in seeds])
     ax.set_yticks(range(1, len(methods) + 1))
     ax.invert_yaxis()
