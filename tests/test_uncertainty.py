@@ -341,3 +341,21 @@ def test_a_seed_list_replicates_finetuning_merging_and_evaluation(tmp_path):
     assert f"{res}/eval/full/zeroshot/digits.npz" in out  # shared by the seeds
     assert f"{res}/seed0/eval/full/zeroshot" not in out and f"{res}/seed0/heads" not in out
     assert f"{res}/figures/ranks_lora_trio.png" in out
+
+
+def test_manifest_traces_every_seed_and_the_predictions(tmp_path):
+    from mergelab.manifest import _kind, trace_rows
+    table = tmp_path / "t.json"
+    rows = [{"method": m} for m in ("zeroshot", "individual", "ties")]
+    table.write_text(json.dumps({"regime": "full", "suite": "s", "seeds": [0, 1],
+                                 "seeded_paths": True, "rows": rows}))
+    traced = trace_rows(table, "R", "D", TASKS)
+    ties = traced["ties"]
+    for s in (0, 1):
+        assert f"R/seed{s}/eval/full/s/ties.npz" in ties and f"R/seed{s}/merged/full/s/ties.safetensors" in ties
+        assert f"R/seed{s}/finetune/full/a.safetensors" in traced["individual"]
+    assert "R/eval/full/zeroshot/b.npz" in traced["zeroshot"] and "R/heads/a.safetensors" in ties
+    assert _kind("R/seed1/eval/full/s/ties.npz") == "predictions"
+    # a single-seed table keeps the historical paths
+    table.write_text(json.dumps({"regime": "full", "suite": "s", "seeds": [0], "rows": rows}))
+    assert "R/eval/full/s/ties.npz" in trace_rows(table, "R", "D", TASKS)["ties"]
