@@ -7,16 +7,17 @@
 
 rule eval_generalization:
     input:
-        merged=f"{R}/merged/{{regime}}/{GEN_SUITE}/{{method}}.safetensors",
-        merged_eval=f"{R}/eval/{{regime}}/{GEN_SUITE}/{{method}}.json",
+        merged=f"{RS0}/merged/{{regime}}/{GEN_SUITE}/{{method}}.safetensors",
+        merged_eval=f"{RS0}/eval/{{regime}}/{GEN_SUITE}/{{method}}.json",
         pretrained=rules.pretrain.output.weights,
         data=[f"{D}/{t}" for t in GEN["heldout"]],
         heads=[f"{R}/heads/{t}.safetensors" for t in GEN["heldout"]],
         zeroshot=[f"{R}/eval/{{regime}}/zeroshot/{t}.json" for t in GEN["heldout"]],
     output:
-        f"{R}/eval/{{regime}}/generalization/{{method}}.json",
+        metrics=f"{R}/eval/{{regime}}/generalization/{{method}}.json",
+        predictions=f"{R}/eval/{{regime}}/generalization/{{method}}.npz",
     params:
-        spec=lambda w: jq(eval_spec()),
+        spec=lambda w: jq(eval_spec(SEEDS[0])),
         tasks=" ".join(GEN["heldout"]),
         suite=GEN_SUITE,
     conda:
@@ -31,7 +32,7 @@ rule eval_generalization:
         "--regime {wildcards.regime} --suite {params.suite} --spec {params.spec:q} "
         "--pretrained {input.pretrained} --merged {input.merged} --merged-eval {input.merged_eval} "
         "--tasks {params.tasks} --data {input.data} --heads {input.heads} "
-        "--zeroshot {input.zeroshot} --out {output} > {log} 2>&1"
+        "--zeroshot {input.zeroshot} --out {output.metrics} > {log} 2>&1"
 
 
 rule generalization_report:
@@ -57,7 +58,7 @@ rule generalization_report:
 rule task_count_figure:
     input:
         lambda w: [
-            f"{R}/eval/{w.regime}/{s}/{m}.json" for s in TC["suites"] for m in task_count_methods(w.regime)
+            f"{RS0}/eval/{w.regime}/{s}/{m}.json" for s in TC["suites"] for m in task_count_methods(w.regime)
         ],
     output:
         multiext(f"{R}/figures/task_count_{{regime}}", ".png", ".pdf", ".json"),

@@ -6,7 +6,7 @@
 
 rule analysis_spectrum:
     input:
-        lambda w: [f"{R}/taskvectors/{w.regime}/{t}.safetensors" for t in suite_tasks(AN_SUITE)],
+        lambda w: [f"{RS0}/taskvectors/{w.regime}/{t}.safetensors" for t in suite_tasks(AN_SUITE)],
     output:
         report(
             multiext(f"{R}/figures/analysis/spectrum_{{regime}}", ".png", ".pdf", ".json"),
@@ -29,10 +29,10 @@ rule analysis_spectrum:
 rule analysis_similarity:
     input:
         taskvectors=lambda w: [
-            f"{R}/taskvectors/{w.regime}/{t}.safetensors" for t in suite_tasks(AN_SUITE)
+            f"{RS0}/taskvectors/{w.regime}/{t}.safetensors" for t in suite_tasks(AN_SUITE)
         ],
         merged=lambda w: [
-            f"{R}/merged/{w.regime}/{AN_SUITE}/{m}.safetensors"
+            f"{RS0}/merged/{w.regime}/{AN_SUITE}/{m}.safetensors"
             for m in similarity_methods(w.regime)
         ],
     output:
@@ -59,7 +59,7 @@ rule analysis_similarity:
 rule analysis_etf:
     input:
         taskvectors=lambda w: [
-            f"{R}/taskvectors/{w.regime}/{t}.safetensors" for t in suite_tasks(AN_SUITE)
+            f"{RS0}/taskvectors/{w.regime}/{t}.safetensors" for t in suite_tasks(AN_SUITE)
         ],
         code=lambda w: sorted({p for m in etf_methods(w.regime) for p in method_sources(m)}),
     output:
@@ -93,7 +93,7 @@ rule analysis_etf:
 rule analysis_sensitivity:
     input:
         lambda w: [
-            f"{R}/eval/{r}/{AN_SUITE}/{m}.json"
+            f"{RS0}/eval/{r}/{AN_SUITE}/{m}.json"
             for m in sweep_members(w.sweep)
             for r in method_regimes(CFG, m)
         ],

@@ -29,6 +29,28 @@ except ConfigError as _exc:
 R = CFG["results_dir"]
 D = CFG["data"]["root"]
 LOGS = f"{R}/logs"
+# Seeds (config key `seeds`, docs/uncertainty.md): a list replicates fine-tuning, merging
+# and evaluation once per seed under {R}/seed<N>/ (RS: the per-seed rules' root, with the
+# {seed} wildcard); data, θ0, heads and zero-shot evaluations are shared. Without the key,
+# the single `seed` runs at the historical paths (RS = R).
+SEEDED = CFG["seeds"] is not None
+SEEDS = list(CFG["seeds"]) if SEEDED else [CFG["seed"]]
+RS = f"{R}/seed{{seed}}" if SEEDED else R
+SLOGS = f"{RS}/logs"
+
+
+def seed_root(seed):
+    """The results root of one seed's fine-tuning, merges and evaluations."""
+    return f"{R}/seed{seed}" if SEEDED else R
+
+
+def run_seed(w):
+    """The seed of a per-seed job (its {seed} wildcard), else the config's seed."""
+    return int(w.seed) if SEEDED else CFG["seed"]
+
+
+# Analysis figures and ablations read the first seed's task vectors, merges and evaluations.
+RS0 = seed_root(SEEDS[0])
 SRC = str(Path(workflow.basedir) / "src")
 # What every job's shell exports (also the fork server's environment, below).
 # Rules call `python -m mergelab.cli`; the package is importable from the checkout too.
@@ -144,6 +166,7 @@ wildcard_constraints:
     suite="|".join(SUITES),
     method="|".join(METHODS),
     imported="|".join(re.escape(p) for p in IMPORTED) or "__none__",
+    seed="[0-9]+",
 
 
 def jq(obj):
@@ -160,8 +183,8 @@ def data_spec():
     return {k: d[k] for k in ("image_size", "max_train_per_task", "max_eval_per_task", "num_workers")}
 
 
-def eval_spec():
-    return {"model": model_spec(), "data": data_spec(), "seed": CFG["seed"],
+def eval_spec(seed=None):
+    return {"model": model_spec(), "data": data_spec(), "seed": CFG["seed"] if seed is None else seed,
             "device": CFG["device"], "batch_size": CFG["evaluation"]["batch_size"]}
 
 
@@ -170,11 +193,11 @@ def task_epochs(task):
     return e if e is not None else CFG["finetune"]["full"]["epochs"]
 
 
-def finetune_spec(regime, task):
+def finetune_spec(regime, task, seed):
     ft = CFG["finetune"][regime]
     epochs = task_epochs(task) if regime == "full" else ft["epochs"]
     return {"model": model_spec(), "data": data_spec(), "finetune": ft, "epochs": epochs,
-            "seed": CFG["seed"], "device": CFG["device"],
+            "seed": seed, "device": CFG["device"],
             "batch_size": CFG["evaluation"]["batch_size"]}
 
 
@@ -185,16 +208,16 @@ def extract_spec(regime):
     return s
 
 
-def method_spec(method, regime, suite):
-    s = eval_spec()
+def method_spec(method, regime, suite, seed):
+    s = eval_spec(seed)
     s["method_spec"] = {k: v for k, v in METHODS[method].items() if k != "sweep"}
     if regime == "lora":
         s["lora_rank"] = CFG["finetune"]["lora"]["rank"]
     return s
 
 
-def merged_eval_spec(method):
-    s = eval_spec()
+def merged_eval_spec(method, seed):
+    s = eval_spec(seed)
     s["alpha_grid"] = alpha_grid(CFG, method)
     if CFG["evaluation"]["alpha_search"] != "grid":  # absent = grid: old runs keep their params
         s["alpha_search"] = CFG["evaluation"]["alpha_search"]
@@ -215,8 +238,8 @@ def method_uses_basis(method):
     return _methods.build(spec["method"], **spec.get("params", {})).uses_shared_basis()
 
 
-def decompose_spec(regime):
-    s = {"seed": CFG["seed"], "device": CFG["device"]}
+def decompose_spec(regime, seed):
+    s = {"seed": seed, "device": CFG["device"]}
     if regime == "lora":
         s["lora_rank"] = CFG["finetune"]["lora"]["rank"]
     return s
@@ -253,7 +276,10 @@ def sweep_regimes(sweep):
 
 
 def report_spec():
-    return {"name": CFG["name"], "suites": CFG["suites"], "method_order": list(CFG["methods"])}
+    rep = CFG["report"]
+    return {"name": CFG["name"], "suites": CFG["suites"], "method_order": list(CFG["methods"]),
+            "seeds": SEEDS, "seeded_paths": SEEDED, "bootstrap": rep["bootstrap"],
+            "compare_on": rep["compare_on"]}
 
 
 def all_targets(manifest=True):
@@ -262,6 +288,8 @@ def all_targets(manifest=True):
         for s in SUITES:
             out += expand(f"{R}/tables/{r}_{s}.{{ext}}", ext=["md", "tex", "csv"])
             out += expand(f"{R}/figures/accuracy_{r}_{s}.{{ext}}", ext=["png", "pdf"])
+            if len(SEEDS) > 1:
+                out += expand(f"{R}/figures/ranks_{r}_{s}.{{ext}}", ext=["png", "pdf"])
     if CFG["report"]["regime"]:
         out += [f"{R}/tables/regime.md", f"{R}/tables/regime.json"]
     if CFG["pretrain"]["reference"] and pretrains_on_corpus():
@@ -343,7 +371,7 @@ def import_inputs(w):
 
 
 def suite_taskvectors(w):
-    return [f"{R}/taskvectors/{w.regime}/{t}.safetensors" for t in suite_tasks(w.suite)]
+    return [f"{seed_root(run_seed(w))}/taskvectors/{w.regime}/{t}.safetensors" for t in suite_tasks(w.suite)]
 
 
 def merge_inputs(w):
@@ -353,10 +381,10 @@ def merge_inputs(w):
         "code": method_sources(w.method),
     }
     if method_uses_basis(w.method):
-        inp["basis"] = f"{R}/basis/{w.regime}/{w.suite}.safetensors"
+        inp["basis"] = f"{seed_root(run_seed(w))}/basis/{w.regime}/{w.suite}.safetensors"
     init = init_source(CFG, w.method)
     if init is not None:  # init: from_method (MDA AM): λ starts at that instance's validated α
-        inp["init_eval"] = f"{R}/eval/{w.regime}/{w.suite}/{init}.json"
+        inp["init_eval"] = f"{seed_root(run_seed(w))}/eval/{w.regime}/{w.suite}/{init}.json"
     if method_needs_data(w.method):
         inp["pretrained"] = rules.pretrain.output.weights
         inp["data"] = [f"{D}/{t}" for t in tasks]
@@ -372,18 +400,24 @@ def eval_merged_inputs(w):
         "pretrained": rules.pretrain.output.weights,
         "data": [f"{D}/{t}" for t in tasks],
         "heads": [f"{R}/heads/{t}.safetensors" for t in tasks],
-        "individual": [f"{R}/eval/{w.regime}/individual/{t}.json" for t in tasks],
+        "individual": [f"{seed_root(run_seed(w))}/eval/{w.regime}/individual/{t}.json" for t in tasks],
     }
 
 
 def report_inputs(w):
+    """Metrics JSONs of every row and seed; the report reads the predictions beside them."""
     tasks = suite_tasks(w.suite)
     methods = [m for (r, s, m) in merges() if r == w.regime and s == w.suite]
-    return (
-        [f"{R}/eval/{w.regime}/zeroshot/{t}.json" for t in tasks]
-        + [f"{R}/eval/{w.regime}/individual/{t}.json" for t in tasks]
-        + [f"{R}/eval/{w.regime}/{w.suite}/{m}.json" for m in methods]
-    )
+    out = [f"{R}/eval/{w.regime}/zeroshot/{t}.json" for t in tasks]
+    for seed in SEEDS:
+        S = seed_root(seed)
+        out += [f"{S}/eval/{w.regime}/individual/{t}.json" for t in tasks]
+        out += [f"{S}/eval/{w.regime}/{w.suite}/{m}.json" for m in methods]
+    return out
+
+
+def report_predictions(w):
+    return [str(Path(p).with_suffix(".npz")) for p in report_inputs(w)]
 
 
 REGIME_SUITE = CFG["report"]["main_suite"] or SUITES[0]
@@ -409,16 +443,16 @@ def regime_report_inputs(w):
     spec = regime_report_spec()
     tasks = spec["tasks"]
     evals = [f"{R}/eval/{REGIMES[0]}/zeroshot/{t}.json" for t in tasks]
-    for r in REGIMES:
-        evals += [f"{R}/eval/{r}/individual/{t}.json" for t in tasks]
-        evals += [f"{R}/eval/{r}/{REGIME_SUITE}/{m}.json"
+    for r in REGIMES:  # the first seed's run (RS0)
+        evals += [f"{RS0}/eval/{r}/individual/{t}.json" for t in tasks]
+        evals += [f"{RS0}/eval/{r}/{REGIME_SUITE}/{m}.json"
                   for m in (spec["ta_method"], spec["adamerging_method"])
                   if m in CFG["methods"] and r in method_regimes(CFG, m)]
     if "full" in REGIMES:
-        evals += [f"{R}/eval/full/lowrank/{t}.json" for t in tasks]
+        evals += [f"{RS0}/eval/full/lowrank/{t}.json" for t in tasks]
     out = {"evals": evals, "pretrained": rules.pretrain.output.weights}
     for r in REGIMES:
-        out[f"tv_{r}"] = [f"{R}/taskvectors/{r}/{t}.safetensors" for t in tasks]
+        out[f"tv_{r}"] = [f"{RS0}/taskvectors/{r}/{t}.safetensors" for t in tasks]
     return out
 
 
@@ -449,30 +483,48 @@ def manifest_files():
     out += [rules.pretrain.output.weights, rules.pretrain.output.metrics]
     out += [f"{R}/heads/{t}.safetensors" for t in TASKS]
     for r in REGIMES:
-        for t in TASKS:
-            if f"{r}/{t}" not in IMPORTED:
-                out += [f"{R}/finetune/{r}/{t}.safetensors", f"{R}/finetune/{r}/{t}.json"]
-            out += [f"{R}/taskvectors/{r}/{t}.safetensors",
-                    f"{R}/eval/{r}/zeroshot/{t}.json", f"{R}/eval/{r}/individual/{t}.json"]
-    for r, s, m in merges():
-        out += [f"{R}/merged/{r}/{s}/{m}.safetensors", f"{R}/merged/{r}/{s}/{m}.json",
-                f"{R}/eval/{r}/{s}/{m}.json"]
-        out.append(f"{R}/tables/{r}_{s}.json")
-        if method_uses_basis(m):
-            out += [f"{R}/basis/{r}/{s}.safetensors", f"{R}/basis/{r}/{s}.json"]
+        out += [p for t in TASKS for p in with_predictions(f"{R}/eval/{r}/zeroshot/{t}.json")]
+    for seed in SEEDS:
+        out += seed_files(seed_root(seed))
     if AN["enabled"]:
+        S = RS0
         for sweep in AN["sweeps"]:
             for m in sweep_members(sweep):
                 for r in method_regimes(CFG, m):
-                    out += [f"{R}/merged/{r}/{AN_SUITE}/{m}.safetensors",
-                            f"{R}/merged/{r}/{AN_SUITE}/{m}.json", f"{R}/eval/{r}/{AN_SUITE}/{m}.json"]
+                    out += [f"{S}/merged/{r}/{AN_SUITE}/{m}.safetensors", f"{S}/merged/{r}/{AN_SUITE}/{m}.json",
+                            *with_predictions(f"{S}/eval/{r}/{AN_SUITE}/{m}.json")]
                     if method_uses_basis(m):
-                        out += [f"{R}/basis/{r}/{AN_SUITE}.safetensors", f"{R}/basis/{r}/{AN_SUITE}.json"]
+                        out += [f"{S}/basis/{r}/{AN_SUITE}.safetensors", f"{S}/basis/{r}/{AN_SUITE}.json"]
         out += [p[: -len(".png")] + ".json" for p in analysis_targets() if p.endswith(".png")]
+    for r, s, m in merges():
+        out.append(f"{R}/tables/{r}_{s}.json")
     if CFG["report"]["regime"] and "full" in REGIMES:
-        out += [f"{R}/eval/full/lowrank/{t}.json" for t in suite_tasks(REGIME_SUITE)]
+        for t in suite_tasks(REGIME_SUITE):
+            out += with_predictions(f"{RS0}/eval/full/lowrank/{t}.json")
     out += all_targets(manifest=False)
     return list(dict.fromkeys(out))
+
+
+def with_predictions(metrics_json):
+    """An evaluation's outputs: its metrics JSON and the per-sample predictions beside it."""
+    return [metrics_json, metrics_json[: -len(".json")] + ".npz"]
+
+
+def seed_files(S):
+    """The artifacts of one seed under its results root S."""
+    out = []
+    for r in REGIMES:
+        for t in TASKS:
+            if f"{r}/{t}" not in IMPORTED:
+                out += [f"{S}/finetune/{r}/{t}.safetensors", f"{S}/finetune/{r}/{t}.json"]
+            out += [f"{S}/taskvectors/{r}/{t}.safetensors",
+                    *with_predictions(f"{S}/eval/{r}/individual/{t}.json")]
+    for r, s, m in merges():
+        out += [f"{S}/merged/{r}/{s}/{m}.safetensors", f"{S}/merged/{r}/{s}/{m}.json",
+                *with_predictions(f"{S}/eval/{r}/{s}/{m}.json")]
+        if method_uses_basis(m):
+            out += [f"{S}/basis/{r}/{s}.safetensors", f"{S}/basis/{r}/{s}.json"]
+    return out
 
 
 def manifest_spec():

@@ -1,4 +1,7 @@
 # Zero-shot and individual reference rows, and merged models with α chosen on validation.
+# Each evaluation writes its metrics JSON and, beside it, the per-sample predictions (.npz)
+# from which the tables and their intervals are computed (mergelab.predictions). Zero-shot
+# does not depend on the seed: one per task, shared by every seed (RS: rules/common.smk).
 
 
 rule eval_zeroshot:
@@ -7,7 +10,8 @@ rule eval_zeroshot:
         head=rules.heads.output[0],
         pretrained=rules.pretrain.output.weights,
     output:
-        f"{R}/eval/{{regime}}/zeroshot/{{task}}.json",
+        metrics=f"{R}/eval/{{regime}}/zeroshot/{{task}}.json",
+        predictions=f"{R}/eval/{{regime}}/zeroshot/{{task}}.npz",
     params:
         spec=lambda w: jq(eval_spec()),
     conda:
@@ -20,7 +24,7 @@ rule eval_zeroshot:
     shell:
         "python -m mergelab.cli eval-reference --kind zeroshot --regime {wildcards.regime} "
         "--spec {params.spec:q} --pretrained {input.pretrained} --tasks {wildcards.task} "
-        "--data {input.data} --heads {input.head} --out {output} > {log} 2>&1"
+        "--data {input.data} --heads {input.head} --out {output.metrics} > {log} 2>&1"
 
 
 rule eval_individual:
@@ -30,13 +34,14 @@ rule eval_individual:
         pretrained=rules.pretrain.output.weights,
         taskvector=rules.extract_task_vector.output[0],
     output:
-        f"{R}/eval/{{regime}}/individual/{{task}}.json",
+        metrics=f"{RS}/eval/{{regime}}/individual/{{task}}.json",
+        predictions=f"{RS}/eval/{{regime}}/individual/{{task}}.npz",
     params:
-        spec=lambda w: jq(eval_spec()),
+        spec=lambda w: jq(eval_spec(run_seed(w))),
     conda:
         "../envs/mergelab.yaml"
     log:
-        f"{LOGS}/eval/{{regime}}/individual/{{task}}.log",
+        f"{SLOGS}/eval/{{regime}}/individual/{{task}}.log",
     threads: 1
     resources:
         gpu=1,
@@ -44,21 +49,22 @@ rule eval_individual:
         "python -m mergelab.cli eval-reference --kind individual --regime {wildcards.regime} "
         "--spec {params.spec:q} --pretrained {input.pretrained} --tasks {wildcards.task} "
         "--data {input.data} --heads {input.head} --taskvectors {input.taskvector} "
-        "--out {output} > {log} 2>&1"
+        "--out {output.metrics} > {log} 2>&1"
 
 
 rule eval_merged:
     input:
         unpack(eval_merged_inputs),
     output:
-        f"{R}/eval/{{regime}}/{{suite}}/{{method}}.json",
+        metrics=f"{RS}/eval/{{regime}}/{{suite}}/{{method}}.json",
+        predictions=f"{RS}/eval/{{regime}}/{{suite}}/{{method}}.npz",
     params:
-        spec=lambda w: jq(merged_eval_spec(w.method)),
+        spec=lambda w: jq(merged_eval_spec(w.method, run_seed(w))),
         tasks=lambda w: " ".join(suite_tasks(w.suite)),
     conda:
         "../envs/mergelab.yaml"
     log:
-        f"{LOGS}/eval/{{regime}}/{{suite}}/{{method}}.log",
+        f"{SLOGS}/eval/{{regime}}/{{suite}}/{{method}}.log",
     threads: 1
     resources:
         gpu=1,
@@ -67,4 +73,4 @@ rule eval_merged:
         "--suite {wildcards.suite} --spec {params.spec:q} --pretrained {input.pretrained} "
         "--merged {input.merged} --merge-info {input.info} --tasks {params.tasks} "
         "--data {input.data} --heads {input.heads} --individual {input.individual} "
-        "--out {output} > {log} 2>&1"
+        "--out {output.metrics} > {log} 2>&1"

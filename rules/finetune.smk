@@ -8,14 +8,14 @@ rule finetune:
         head=rules.heads.output[0],
         pretrained=rules.pretrain.output.weights,
     output:
-        weights=f"{R}/finetune/{{regime}}/{{task}}.safetensors",
-        metrics=f"{R}/finetune/{{regime}}/{{task}}.json",
+        weights=f"{RS}/finetune/{{regime}}/{{task}}.safetensors",
+        metrics=f"{RS}/finetune/{{regime}}/{{task}}.json",
     params:
-        spec=lambda w: jq(finetune_spec(w.regime, w.task)),
+        spec=lambda w: jq(finetune_spec(w.regime, w.task, run_seed(w))),
     conda:
         "../envs/mergelab.yaml"
     log:
-        f"{LOGS}/finetune/{{regime}}/{{task}}.log",
+        f"{SLOGS}/finetune/{{regime}}/{{task}}.log",
     threads: 1
     resources:
         gpu=1,
@@ -31,13 +31,13 @@ rule extract_task_vector:
         finetuned=rules.finetune.output.weights,
         pretrained=rules.pretrain.output.weights,
     output:
-        f"{R}/taskvectors/{{regime}}/{{task}}.safetensors",
+        f"{RS}/taskvectors/{{regime}}/{{task}}.safetensors",
     params:
         spec=lambda w: jq(extract_spec(w.regime)),
     conda:
         "../envs/mergelab.yaml"
     log:
-        f"{LOGS}/taskvectors/{{regime}}/{{task}}.log",
+        f"{SLOGS}/taskvectors/{{regime}}/{{task}}.log",
     threads: 1
     shell:
         "python -m mergelab.cli extract --regime {wildcards.regime} --spec {params.spec:q} "
@@ -52,7 +52,7 @@ rule import_checkpoint:
     input:
         unpack(import_inputs),
     output:
-        f"{R}/taskvectors/{{imported}}.safetensors",
+        f"{RS}/taskvectors/{{imported}}.safetensors",
     params:
         spec=lambda w: jq(import_spec(w.imported)),
         task=lambda w: pair_parts(w.imported)[1],
@@ -60,7 +60,7 @@ rule import_checkpoint:
     conda:
         "../envs/mergelab.yaml"
     log:
-        f"{LOGS}/import_checkpoint/{{imported}}.log",
+        f"{SLOGS}/import_checkpoint/{{imported}}.log",
     threads: 1
     shell:
         "python -m mergelab.cli import-checkpoint --task {params.task} --spec {params.spec:q} "

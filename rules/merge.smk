@@ -14,15 +14,15 @@ rule decompose:
         taskvectors=suite_taskvectors,
         code=basis_sources(),
     output:
-        basis=f"{R}/basis/{{regime}}/{{suite}}.safetensors",
-        info=f"{R}/basis/{{regime}}/{{suite}}.json",
+        basis=f"{RS}/basis/{{regime}}/{{suite}}.safetensors",
+        info=f"{RS}/basis/{{regime}}/{{suite}}.json",
     params:
-        spec=lambda w: jq(decompose_spec(w.regime)),
+        spec=lambda w: jq(decompose_spec(w.regime, run_seed(w))),
         tasks=lambda w: " ".join(suite_tasks(w.suite)),
     conda:
         "../envs/mergelab.yaml"
     log:
-        f"{LOGS}/decompose/{{regime}}/{{suite}}.log",
+        f"{SLOGS}/decompose/{{regime}}/{{suite}}.log",
     threads: 1
     resources:
         gpu=1,
@@ -36,10 +36,10 @@ rule merge:
     input:
         unpack(merge_inputs),
     output:
-        tau=f"{R}/merged/{{regime}}/{{suite}}/{{method}}.safetensors",
-        info=f"{R}/merged/{{regime}}/{{suite}}/{{method}}.json",
+        tau=f"{RS}/merged/{{regime}}/{{suite}}/{{method}}.safetensors",
+        info=f"{RS}/merged/{{regime}}/{{suite}}/{{method}}.json",
     params:
-        spec=lambda w: jq(method_spec(w.method, w.regime, w.suite)),
+        spec=lambda w: jq(method_spec(w.method, w.regime, w.suite, run_seed(w))),
         tasks=lambda w: " ".join(suite_tasks(w.suite)),
         data=lambda w, input: (
             f"--pretrained {input.pretrained} --data {' '.join(input.data)} "
@@ -50,7 +50,7 @@ rule merge:
     conda:
         "../envs/mergelab.yaml"
     log:
-        f"{LOGS}/merge/{{regime}}/{{suite}}/{{method}}.log",
+        f"{SLOGS}/merge/{{regime}}/{{suite}}/{{method}}.log",
     threads: 1
     resources:
         gpu=1,

@@ -7,16 +7,17 @@ rule eval_lowrank:
         data=f"{D}/{{task}}",
         head=rules.heads.output[0],
         pretrained=rules.pretrain.output.weights,
-        taskvector=f"{R}/taskvectors/full/{{task}}.safetensors",
+        taskvector=f"{RS}/taskvectors/full/{{task}}.safetensors",
     output:
-        f"{R}/eval/full/lowrank/{{task}}.json",
+        metrics=f"{RS}/eval/full/lowrank/{{task}}.json",
+        predictions=f"{RS}/eval/full/lowrank/{{task}}.npz",
     params:
-        spec=lambda w: jq(eval_spec()),
+        spec=lambda w: jq(eval_spec(run_seed(w))),
         divisor=lambda w: len(suite_tasks(REGIME_SUITE)),
     conda:
         "../envs/mergelab.yaml"
     log:
-        f"{LOGS}/eval/full/lowrank/{{task}}.log",
+        f"{SLOGS}/eval/full/lowrank/{{task}}.log",
     threads: 1
     resources:
         gpu=1,
@@ -24,7 +25,7 @@ rule eval_lowrank:
         "python -m mergelab.cli eval-reference --kind lowrank --rank-divisor {params.divisor} "
         "--regime full --spec {params.spec:q} --pretrained {input.pretrained} "
         "--tasks {wildcards.task} --data {input.data} --heads {input.head} "
-        "--taskvectors {input.taskvector} --out {output} > {log} 2>&1"
+        "--taskvectors {input.taskvector} --out {output.metrics} > {log} 2>&1"
 
 
 rule regime_report:

@@ -1,9 +1,13 @@
-# Paper-style tables (Markdown, LaTeX, CSV) and figures, one set per regime and suite.
+# Paper-style tables (Markdown, LaTeX, CSV, JSON) and figures, one set per regime and suite,
+# computed from the evaluations' per-sample predictions (never from models): bootstrap
+# intervals, paired differences and, with several seeds, their mean and spread
+# (docs/uncertainty.md).
 
 
 rule report:
     input:
-        report_inputs,
+        metrics=report_inputs,
+        predictions=report_predictions,
     output:
         tables=report(
             multiext(f"{R}/tables/{{regime}}_{{suite}}", ".md", ".tex", ".csv", ".json"),
@@ -25,4 +29,28 @@ rule report:
     threads: 1
     shell:
         "python -m mergelab.cli report --spec {params.spec:q} --regime {wildcards.regime} "
-        "--suite {wildcards.suite} --out-dir {params.outdir} --results {input} > {log} 2>&1"
+        "--suite {wildcards.suite} --out-dir {params.outdir} --results {input.metrics} > {log} 2>&1"
+
+
+# Several seeds: each method's rank per seed and the Kendall τ between the seeds' rankings
+# (computed by `report`, in the table JSON).
+if len(SEEDS) > 1:
+
+    rule report_ranks:
+        input:
+            f"{R}/tables/{{regime}}_{{suite}}.json",
+        output:
+            report(
+                multiext(f"{R}/figures/ranks_{{regime}}_{{suite}}", ".png", ".pdf"),
+                category="Accuracy figures", subcategory="{regime} fine-tuning, suite {suite}",
+                caption="../report/accuracy_figure.rst",
+            ),
+        params:
+            stem=lambda w, output: output[0][: -len(".png")],
+        conda:
+            "../envs/mergelab.yaml"
+        log:
+            f"{LOGS}/report/ranks_{{regime}}_{{suite}}.log",
+        threads: 1
+        shell:
+            "python -m mergelab.cli report-ranks --table {input} --out-stem {params.stem} > {log} 2>&1"

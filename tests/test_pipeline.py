@@ -74,6 +74,10 @@ def test_outputs_exist_and_are_complete(run_dir):
                 assert (R / "figures" / f"accuracy_{regime}_{suite}.{ext}").stat().st_size > 0
     md = (R / "tables" / f"full_{next(iter(cfg['suites']))}.md").read_text()
     assert "Zero-shot" in md and "Individual" in md and "Task arithmetic" in md
+    assert " ± " in md and "Δ TA" in md and "paired bootstrap" in md  # intervals (docs/uncertainty.md)
+    table = json.loads((R / "tables" / f"full_{next(iter(cfg['suites']))}.json").read_text())
+    assert table["seeds"] == [cfg["seed"]] and not table["seeded_paths"]
+    assert all(r["normalized_lo"] <= r["normalized"] <= r["normalized_hi"] for r in table["rows"])
     ev = json.loads((R / "eval" / "full" / next(iter(cfg["suites"])) / "ties.json").read_text())
     assert ev["alpha"] in ev["alpha_grid"]
     prov = ev["provenance"]
@@ -81,6 +85,36 @@ def test_outputs_exist_and_are_complete(run_dir):
     assert prov["config"]["alpha_grid"] == ev["alpha_grid"]
     # every rule wrote a log
     assert any((R / "logs" / "merge").rglob("*.log"))
+
+
+def test_predictions_round_trip_to_the_metrics(run_dir):
+    """Every evaluation wrote its per-sample predictions, and they give back the metrics
+    JSON's accuracies exactly (validation: at the chosen α)."""
+    from mergelab.predictions import load_predictions, predictions_path
+    evals = sorted((results(run_dir) / "eval").rglob("*.json"))
+    assert len(evals) >= 12
+    for p in evals:
+        d = json.loads(p.read_text())
+        preds = load_predictions(predictions_path(p))
+        for split in ("validation", "test"):
+            assert set(preds[split]) == set(d[split]), (p, split)
+            for task, acc in d[split].items():
+                assert preds[split][task].accuracy == acc, (p, split, task)
+                assert (preds[split][task].correct == (preds[split][task].margin > 0)).mean() > 0.99
+
+
+def test_changing_the_bootstrap_reruns_only_the_tables(run_dir):
+    cfg_path = run_dir / "config" / "micro.yaml"
+    original = cfg_path.read_text()
+    cfg = yaml.safe_load(original)
+    cfg["report"] = {"bootstrap": {"samples": 500}}
+    cfg_path.write_text(yaml.safe_dump(cfg, sort_keys=False))
+    try:
+        jobs = planned_jobs(run_dir)
+    finally:
+        cfg_path.write_text(original)
+    n = len(cfg["regimes"]) * len(cfg["suites"])
+    assert jobs == {"report": n, "manifest": 1, "all": 1}, jobs
 
 
 def test_nothing_to_do_after_run(run_dir):
@@ -135,7 +169,8 @@ def test_rerun_is_deterministic(run_dir, tmp_path):
     assert len(forked) >= len(logs) // 2, f"{len(forked)} of {len(logs)} jobs used the fork server"
     assert not any("mergelab: job forked" in p.read_text() for p in (b / "logs").rglob("*.log"))
     for p in sorted((a / "merged").rglob("*.safetensors")) + sorted((a / "taskvectors").rglob(
-            "*.safetensors")) + sorted((a / "finetune").rglob("*.safetensors")):
+            "*.safetensors")) + sorted((a / "finetune").rglob("*.safetensors")) + sorted(
+            (a / "eval").rglob("*.npz")):
         assert sha256_file(p) == sha256_file(b / p.relative_to(a)), p
     for p in sorted((a / "eval").rglob("*.json")):
         ja, jb = json.loads(p.read_text()), json.loads((b / p.relative_to(a)).read_text())

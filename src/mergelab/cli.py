@@ -211,6 +211,11 @@ def cmd_report(a):
     make_report(spec, a.results, a.out_dir, a.regime, a.suite)
 
 
+def cmd_report_ranks(a):
+    from .report import rank_figure
+    rank_figure(a.table, a.out_stem)
+
+
 def cmd_manifest(a):
     spec = _spec(a.spec)
     from .manifest import write_manifest
@@ -392,6 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--spec", required=True); s.add_argument("--regime", required=True)
     s.add_argument("--suite", required=True); s.add_argument("--out-dir", required=True)
     s.add_argument("--results", nargs="+", required=True)
+    s = add("report-ranks", cmd_report_ranks, "figure of each method's rank per seed (several seeds)")
+    s.add_argument("--table", required=True, help="the table JSON written by `report`")
+    s.add_argument("--out-stem", required=True)
     s = add("analysis", cmd_analysis, "analysis figures (spectrum, similarity, etf, sensitivity)")
     s.add_argument("kind", choices=["spectrum", "similarity", "etf", "sensitivity", "mda-signs"])
     s.add_argument("--tasks", nargs="+"); s.add_argument("--taskvectors", nargs="+")

@@ -102,6 +102,27 @@ def predict(encoder: ImageEncoder, head: Head, images, batch_size: int,
     return torch.cat(preds) if preds else torch.zeros(0, dtype=torch.long)
 
 
+@torch.no_grad()
+def predict_with_margin(encoder: ImageEncoder, head: Head, images, labels: torch.Tensor,
+                        batch_size: int, device: torch.device,
+                        num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """(predicted labels, margins) for uint8 images [N,3,H,W]; the margin is the true
+    class's logit minus the largest other logit (mergelab.predictions)."""
+    from .splits import iterate
+    encoder.eval()
+    head = head.to(device)
+    preds, margins = [], []
+    for xb, yb in iterate(images, labels, batch_size, num_workers=num_workers):
+        logits = head.logits(encoder(normalize_images(xb, device)).float()).float().cpu()
+        preds.append(logits.argmax(dim=-1))
+        true = logits.gather(1, yb.view(-1, 1)).squeeze(1)
+        others = logits.scatter(1, yb.view(-1, 1), float("-inf"))
+        margins.append(true - others.max(dim=-1).values if logits.shape[1] > 1 else true)
+    if not preds:
+        return torch.zeros(0, dtype=torch.long), torch.zeros(0)
+    return torch.cat(preds), torch.cat(margins)
+
+
 def accuracy(encoder: ImageEncoder, head: Head, images, labels: torch.Tensor,
              batch_size: int, device: torch.device, num_workers: int = 0) -> float:
     if len(labels) == 0:

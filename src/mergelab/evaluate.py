@@ -9,9 +9,12 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
-from .engine import Head, accuracy, progress
+import numpy as np
+
+from .engine import Head, predict_with_margin, progress
 from .io import ArtifactError, check_finite, load_json, load_tensors, provenance, save_json
 from .models import build_encoder, pick_device
+from .predictions import TaskPredictions, predictions_path, save_predictions
 from .splits import load_split
 
 #: Keys of a merged file that are not weights. ``feature_rotation.<task>`` [d, d]
@@ -93,6 +96,10 @@ class Evaluator:
         self.encoder.load_weights(sd)
 
     def accuracy(self, i: int, split: str) -> float:
+        return self.predictions(i, split).accuracy
+
+    def predictions(self, i: int, split: str) -> TaskPredictions:
+        """Task i's per-sample predictions on a split with the current weights."""
         x, y = self.split(i, split)
         head = self.heads[i]
         if self.tasks[i] in self.rotations:
@@ -101,8 +108,12 @@ class Evaluator:
                 raise ArtifactError(f"feature rotation of task '{self.tasks[i]}' has shape "
                                     f"{tuple(rot.shape)}, features have {head.weight.shape[1]} dims")
             head = RotatedHead(head, rot)
-        return accuracy(self.encoder, head, x, y, self.batch_size, self.dev,
-                        self.data_cfg.get("num_workers", 0))
+        if len(y) == 0:
+            raise ArtifactError(f"task '{self.tasks[i]}': cannot evaluate on an empty '{split}' split")
+        pred, margin = predict_with_margin(self.encoder, head, x, y, self.batch_size, self.dev,
+                                           self.data_cfg.get("num_workers", 0))
+        return TaskPredictions(index=np.arange(len(y)), label=y.numpy(), pred=pred.numpy(),
+                               margin=margin.numpy())
 
     def evaluate(self, i: int, tau: Mapping[str, torch.Tensor] | None, alpha: float,
                  split: str = "validation") -> float:
@@ -114,9 +125,19 @@ class Evaluator:
             self.set_weights(None, 0.0)
 
     def all_tasks(self, tau, alpha: float, split: str) -> list[float]:
+        return [p.accuracy for p in self.all_predictions(tau, alpha, split)]
+
+    def all_predictions(self, tau, alpha: float, split: str) -> list[TaskPredictions]:
         self.set_weights(tau, alpha)
         try:
-            return [self.accuracy(i, split) for i in range(len(self.tasks))]
+            return [self.predictions(i, split) for i in range(len(self.tasks))]
+        finally:
+            self.set_weights(None, 0.0)
+
+    def task_predictions(self, i: int, tau, alpha: float, split: str) -> TaskPredictions:
+        self.set_weights(tau, alpha)
+        try:
+            return self.predictions(i, _split_name(split))
         finally:
             self.set_weights(None, 0.0)
 
@@ -136,7 +157,8 @@ def eval_reference(kind: str, regime: str, tasks: Sequence[str], evaluator_args:
                    config_subset: Mapping[str, Any], seed: int,
                    rank_divisor: int | None = None) -> dict[str, Any]:
     """Zero-shot (α = 0), individual (each task with θ0 + τt) or lowrank (θ0 + τt with every
-    matrix key truncated to rank r // rank_divisor, the regime report's check) accuracies."""
+    matrix key truncated to rank r // rank_divisor, the regime report's check) accuracies;
+    the per-sample predictions go to the .npz beside ``out_json``."""
     if kind == "lowrank" and not rank_divisor:
         raise ValueError("eval-reference --kind lowrank needs --rank-divisor (the suite's T)")
     ev = Evaluator(regime, tasks=tasks, **evaluator_args)
@@ -144,14 +166,17 @@ def eval_reference(kind: str, regime: str, tasks: Sequence[str], evaluator_args:
                            "validation": {}, "test": {}}
     if kind == "lowrank":
         res["rank_divisor"] = rank_divisor
+    preds: dict[str, dict[str, TaskPredictions]] = {"validation": {}, "test": {}}
     for i, task in enumerate(progress(tasks, desc=f"{kind} {regime}")):
         tau = _tau(tv_paths[i]) if kind in ("individual", "lowrank") else None
         if kind == "lowrank":
             from .regime import truncate_rank
             tau = truncate_rank(tau, rank_divisor)
         for split in ("validation", "test"):
-            res[split][task] = ev.evaluate(i, tau, 1.0, split)
+            preds[split][task] = ev.task_predictions(i, tau, 1.0, split)
+            res[split][task] = preds[split][task].accuracy
     res["provenance"] = provenance(dict(config_subset), seed=seed)
+    save_predictions(preds, predictions_path(out_json))
     save_json(res, out_json)
     return res
 
@@ -218,9 +243,11 @@ def eval_merged(inst: str, regime: str, suite: str, tasks: Sequence[str],
         if t not in indiv_val:
             raise ArtifactError(f"no individual accuracy for task '{t}' in {list(individual_paths)}")
     rows: dict[int, dict[str, Any]] = {}
+    val_preds: dict[int, list[TaskPredictions]] = {}
 
     def score(i: int) -> float:
-        accs = ev.all_tasks(tau, grid[i], "validation")
+        val_preds[i] = ev.all_predictions(tau, grid[i], "validation")
+        accs = [p.accuracy for p in val_preds[i]]
         norm = [acc / max(indiv_val[t], 1e-12) for acc, t in zip(accs, tasks)]
         rows[i] = {"alpha": grid[i], "accuracy": dict(zip(tasks, accs)),
                    "mean_accuracy": sum(accs) / len(accs),
@@ -232,8 +259,8 @@ def eval_merged(inst: str, regime: str, suite: str, tasks: Sequence[str],
     best = choose_alpha_index(scores)
     val_rows = [rows[i] for i in sorted(rows)]
     alpha = float(grid[best])
-    test = ev.all_tasks(tau, alpha, "test")
-    test_acc = dict(zip(tasks, test))
+    test_preds = ev.all_predictions(tau, alpha, "test")
+    test_acc = {t: p.accuracy for t, p in zip(tasks, test_preds)}
     res = {
         "method": inst, "regime": regime, "suite": suite, "tasks": list(tasks),
         "alpha": alpha, "alpha_grid": list(grid), "alpha_search": alpha_search_mode,
@@ -246,5 +273,7 @@ def eval_merged(inst: str, regime: str, suite: str, tasks: Sequence[str],
     if merge_info_path:
         res["merge"] = {k: v for k, v in load_json(merge_info_path).items() if k != "provenance"}
     res["provenance"] = provenance(dict(config_subset), seed=seed)
+    save_predictions({"validation": dict(zip(tasks, val_preds[best])),
+                      "test": dict(zip(tasks, test_preds))}, predictions_path(out_json))
     save_json(res, out_json)
     return res

@@ -12,7 +12,7 @@ produced it, and every table row traced to the artifacts behind it.
       },
       "tables": {
         "<regime>_<suite>": {
-          "files": [tables/*.md|.tex|.csv|.json, figures/accuracy_*],
+          "files": [tables/*.md|.tex|.csv|.json, figures/accuracy_*, figures/ranks_*],
           "rows": {"<row>": ["<artifact path>", ...]}        # eval JSON, merged τ, task
         }                                                    # vectors, checkpoints, θ0, heads, data
       }
@@ -62,6 +62,8 @@ def _kind(rel: str) -> str:
         if key in parts:
             if kind == "finetuned" and rel.endswith(".json"):
                 return "finetune_metrics"
+            if kind == "metrics" and rel.endswith(".npz"):
+                return "predictions"
             if kind == "merged" and rel.endswith(".json"):
                 return "merge_info"
             if kind == "shared_basis" and rel.endswith(".json"):
@@ -80,8 +82,9 @@ def _producer_json(path: Path) -> Path | None:
         return path.parent / "metrics.json"
     if path.parent.parent.name == "figures" or path.parent.name == "figures":
         stem = path.name[: -len(path.suffix)]
-        if stem.startswith("accuracy_"):  # report job: tables/<regime>_<suite>.json
-            return path.parent.parent / "tables" / f"{stem[len('accuracy_'):]}.json"
+        for prefix in ("accuracy_", "ranks_"):  # report jobs: tables/<regime>_<suite>.json
+            if stem.startswith(prefix):
+                return path.parent.parent / "tables" / f"{stem[len(prefix):]}.json"
         return path.with_suffix(".json")
     if path.parent.name != "heads" and "taskvectors" not in path.parts:
         return path.with_suffix(".json")
@@ -132,25 +135,31 @@ def trace_rows(table_json: str | os.PathLike, results_dir: str, data_root: str,
     checkpoint (no fine-tuning outputs)."""
     t = load_json(table_json)
     R, regime, suite = results_dir, t["regime"], t["suite"]
+    # per-seed roots: <R>/seed<N> when the run has a `seeds` list, else R (older tables: R)
+    roots = [f"{R}/seed{s}" for s in t["seeds"]] if t.get("seeded_paths") else [R]
     common = [f"{R}/pretrained/clip.safetensors"] + [f"{R}/heads/{x}.safetensors" for x in tasks] \
         + [f"{data_root}/{x}" for x in tasks]
-    ckpts = [f"{R}/finetune/{regime}/{x}.{e}" for x in tasks if x not in set(imported)
+    ckpts = [f"{S}/finetune/{regime}/{x}.{e}" for S in roots for x in tasks if x not in set(imported)
              for e in ("safetensors", "json")]
-    tvs = [f"{R}/taskvectors/{regime}/{x}.safetensors" for x in tasks]
+    tvs = [f"{S}/taskvectors/{regime}/{x}.safetensors" for S in roots for x in tasks]
+    individual = [f"{S}/eval/{regime}/individual/{x}.{e}" for S in roots for x in tasks
+                  for e in ("json", "npz")]
     out = {}
     for row in t["rows"]:
         m = row["method"]
         if m == "zeroshot":
-            paths = [f"{R}/eval/{regime}/zeroshot/{x}.json" for x in tasks] + common
+            paths = [f"{R}/eval/{regime}/zeroshot/{x}.{e}" for x in tasks for e in ("json", "npz")] + common
         elif m == "individual":
-            paths = [f"{R}/eval/{regime}/individual/{x}.json" for x in tasks] + tvs + ckpts + common
+            paths = individual + tvs + ckpts + common
         else:
-            info = Path(f"{R}/merged/{regime}/{suite}/{m}.json")
-            basis = load_json(info).get("shared_basis") if info.exists() else None
-            paths = ([f"{R}/eval/{regime}/{suite}/{m}.json",
-                      f"{R}/merged/{regime}/{suite}/{m}.safetensors", info.as_posix()]
-                     + ([basis, str(Path(basis).with_suffix(".json"))] if basis else [])
-                     + [f"{R}/eval/{regime}/individual/{x}.json" for x in tasks] + tvs + ckpts + common)
+            paths = []
+            for S in roots:
+                info = Path(f"{S}/merged/{regime}/{suite}/{m}.json")
+                basis = load_json(info).get("shared_basis") if info.exists() else None
+                paths += ([f"{S}/eval/{regime}/{suite}/{m}.json", f"{S}/eval/{regime}/{suite}/{m}.npz",
+                           f"{S}/merged/{regime}/{suite}/{m}.safetensors", info.as_posix()]
+                          + ([basis, str(Path(basis).with_suffix(".json"))] if basis else []))
+            paths += individual + tvs + ckpts + common
         out[m] = paths
     return out
 
@@ -175,7 +184,7 @@ def build_manifest(spec: Mapping[str, Any], files: Iterable[str | os.PathLike]) 
                     raise ArtifactError(f"{tj}: row '{row}' traces to {missing[0]}, which is not "
                                         "among the manifest's inputs (rules and manifest.py disagree)")
             files_ = [f"{R}/tables/{key}.{e}" for e in ("md", "tex", "csv", "json")] + \
-                     [f"{R}/figures/accuracy_{key}.{e}" for e in ("png", "pdf")]
+                     [f"{R}/figures/{kind}_{key}.{e}" for kind in ("accuracy", "ranks") for e in ("png", "pdf")]
             tables[key] = {"files": [p for p in files_ if p in artifacts], "rows": rows}
     prov = provenance()
     return {"name": spec["name"], "results_dir": R, "data_root": D,

@@ -49,6 +49,7 @@ def eval_generalization(inst: str, regime: str, suite: str, heldout: Sequence[st
                         out_json: str | Path, config_subset: Mapping[str, Any], seed: int) -> dict[str, Any]:
     """Test accuracy of θ0 + α·τm (α from the suite's own evaluation) on held-out tasks."""
     from .evaluate import Evaluator
+    from .predictions import predictions_path, save_predictions
     merged_eval = load_json(merged_eval_path)
     alpha = float(merged_eval["alpha"])
     merged_tasks = list(merged_eval["tasks"])
@@ -58,7 +59,8 @@ def eval_generalization(inst: str, regime: str, suite: str, heldout: Sequence[st
     tau = load_tensors(merged_path)
     check_finite(tau, str(merged_path))
     ev = Evaluator(regime, tasks=heldout, **evaluator_args)
-    test = {t: ev.evaluate(i, tau, alpha, "test") for i, t in enumerate(heldout)}
+    preds = {t: ev.task_predictions(i, tau, alpha, "test") for i, t in enumerate(heldout)}
+    test = {t: p.accuracy for t, p in preds.items()}
     zs: dict[str, float] = {}
     for p in zeroshot_paths:
         zs.update(load_json(p)["test"])
@@ -73,6 +75,7 @@ def eval_generalization(inst: str, regime: str, suite: str, heldout: Sequence[st
         "mean_zeroshot": sum(zs[t] for t in heldout) / len(heldout),
         "provenance": provenance(dict(config_subset), seed=seed),
     }
+    save_predictions({"test": preds}, predictions_path(out_json))
     save_json(res, out_json)
     return res
 
