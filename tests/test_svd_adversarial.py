@@ -140,8 +140,25 @@ def ref_iso_cts(taus, fraction=0.8):
 
 
 def ref_mda(taus):
-    """docs/mda.md Algorithm 1: k = round(d_out/T) capped at r // T; canonical signs (largest-
-    magnitude entry of each left vector positive); simplex-ETF centring of polar(U_cat)."""
+    """docs/mda.md Algorithm 1, the default ``components`` reading: k = round(d_out/T) capped
+    at r // T; simplex-ETF centring of the K rank-one components u⊥_i v⊥_iᵀ, i.e.
+    sqrt(K/(K−1)) · U⊥ (S_cat − mean S_cat) V⊥ᵀ (no sign convention needed)."""
+    T = len(taus)
+    m, n = taus[0].shape
+    k = min(max(1, round(m / T)), min(m, n) // T)
+    Us, Ss, Vs = [], [], []
+    for tau in taus:
+        U, S, Vh = svd(tau)
+        Us.append(U[:, :k]), Ss.append(S[:k]), Vs.append(Vh[:k].T)
+    Uo, Vo = polar(torch.cat(Us, 1)), polar(torch.cat(Vs, 1))
+    s = torch.cat(Ss)
+    K = s.numel()
+    return math.sqrt(K / (K - 1)) * (Uo * (s - s.mean())) @ Vo.T
+
+
+def ref_mda_left_vectors(taus):
+    """The ``left_vectors`` reading: canonical signs (largest-magnitude entry of each left
+    vector positive), then simplex-ETF centring of polar(U_cat)."""
     T = len(taus)
     m, n = taus[0].shape
     k = min(max(1, round(m / T)), min(m, n) // T)
@@ -196,7 +213,13 @@ def test_every_svd_method_is_exact_on_adversarial_spectra(kind, T, shape, method
     for name in methods:
         out = merged(name, taus)
         assert out.shape == shape and out.dtype == torch.float32
-        errs[name] = rel_err(out, REFS[name](taus))
+        ref = REFS[name](taus)
+        if name == "mda" and kind == "clustered":
+            # all K selected σ are equal to 1e-6, so τm = c·U⊥(S − mean S)V⊥ᵀ is ~1e-6 of
+            # TSV-M's size and made of rounding: measure the error on TSV-M's scale instead
+            errs[name] = float((out.to(F64) - ref).norm() / ref_tsv_m(taus).norm())
+        else:
+            errs[name] = rel_err(out, ref)
     assert max(errs.values()) <= TOL, errs
 
 

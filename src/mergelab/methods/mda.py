@@ -123,10 +123,10 @@ def random_pair_signs(n: int, seed: int, key: str) -> torch.Tensor:
 
 def mda_components(taus: Sequence[torch.Tensor], k: int):
     """Full-SVD route: top-k SVD triplets of each task, canonical signs, concatenated:
-    (U_cat d_out×K, S_cat K, V_cat d_in×K), float32."""
+    (U_cat d_out×K, S_cat K, V_cat d_in×K), float64 (float32 misses 1e-4 on near-ties)."""
     us, ss, vs = [], [], []
     for t in taus:
-        u, s, vh = robust_svd(t.float(), full_matrices=False)
+        u, s, vh = robust_svd(t.double(), full_matrices=False)
         us.append(u[:, :k])
         ss.append(s[:k])
         vs.append(vh[:k].T)
@@ -199,9 +199,9 @@ def mda_task_vectors(taus: Sequence[torch.Tensor], k: int, etf: str = "component
     n = len(taus)
     if etf == "components":
         w = component_weights(a["s_cat"], n)
-        return torch.einsum("ik,tk,jk->tij", a["u_perp"], w, a["v_perp"])
+        return torch.einsum("ik,tk,jk->tij", a["u_perp"], w, a["v_perp"]).float()
     us, v = a["u_etf"] * a["s_cat"], a["v_perp"]
-    return torch.stack([us[:, t * k:(t + 1) * k] @ v[:, t * k:(t + 1) * k].T for t in range(n)])
+    return torch.stack([us[:, t * k:(t + 1) * k] @ v[:, t * k:(t + 1) * k].T for t in range(n)]).float()
 
 
 def mda_merge(taus: Sequence[torch.Tensor], k: int, etf: str = "components", exact: bool = False,
@@ -211,8 +211,8 @@ def mda_merge(taus: Sequence[torch.Tensor], k: int, etf: str = "components", exa
     if etf == "components":
         s = a["s_cat"]
         scale = math.sqrt(s.numel() / (s.numel() - 1)) if s.numel() > 1 else 1.0
-        return scale * (a["u_perp"] * (s - s.mean())) @ a["v_perp"].T
-    return (a["u_etf"] * a["s_cat"]) @ a["v_perp"].T
+        return (scale * (a["u_perp"] * (s - s.mean())) @ a["v_perp"].T).float()
+    return ((a["u_etf"] * a["s_cat"]) @ a["v_perp"].T).float()
 
 
 def mda_delta_etf(taus: Sequence[torch.Tensor], k: int, exact: bool = False,
