@@ -30,11 +30,12 @@ from test_pipeline import ROOT, SNAKEMAKE, copy_workflow
 pytestmark = pytest.mark.slow
 
 GPU_RULES = {"pretrain", "heads", "finetune", "eval_zeroshot", "eval_individual", "merge",
-             "eval_merged", "eval_generalization"}
+             "eval_merged", "eval_generalization", "eval_lowrank"}
 CPU_CLUSTER_RULES = {"extract_task_vector"}
 LOCAL_RULES = {"all", "prepare_task", "build_corpus", "report", "analysis_spectrum",
                "analysis_similarity", "analysis_etf", "analysis_sensitivity",
-               "generalization_report", "task_count_figure", "manifest"}
+               "generalization_report", "task_count_figure", "manifest", "regime_report",
+               "pretrain_reproduction"}
 ACCOUNT, CPU_PART, GPU_PART = "testacct", "cpu_part", "gpu_part"
 
 FAKE_SLURM = r'''#!__PYTHON__
