@@ -331,7 +331,9 @@ def test_a_seed_list_replicates_finetuning_merging_and_evaluation(tmp_path):
     assert jobs == {"build_corpus": 1, "prepare_task": T, "pretrain": 1, "heads": T,
                     "eval_zeroshot": R * T, "finetune": S * R * T, "extract_task_vector": S * R * T,
                     "eval_individual": S * R * T, "merge": S * R * M, "eval_merged": S * R * M,
-                    "report": R, "report_ranks": R, "manifest": 1, "all": 1}, jobs
+                    "report": R, "report_ranks": R, "manifest": 1, "all": 1,
+                    # the regime report reads the first seed's run (rules/regime.smk)
+                    "eval_lowrank": T, "regime_report": 1}, jobs
     res = "results/micro"
     for s in (0, 1):
         assert f"{res}/seed{s}/finetune/full/digits.safetensors" in out

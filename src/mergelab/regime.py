@@ -169,7 +169,7 @@ def regime_statistics(evals: Sequence[str | Path], taskvectors: Mapping[str, Seq
         acc = [ta["test"][t] for t in tasks]
         f = [ind[regime][t] for t in tasks]
         z = [zs[t] for t in tasks]
-        stats[f"ta_normalized_{regime}"] = 100 * _mean([a / fi for a, fi in zip(acc, f)])
+        stats[f"ta_normalized_{regime}"] = 100 * _mean([a / max(fi, 1e-12) for a, fi in zip(acc, f)])
         nai = _mean([(a - zi) / (fi - zi) for a, fi, zi in zip(acc, f, z) if abs(fi - zi) > 1e-9])
         stats[f"ta_nai_{regime}"] = None if nai is None else 100 * nai
         stats[f"ta_alpha_{regime}"] = _grid_position(ta["alpha"], ta["alpha_grid"])
