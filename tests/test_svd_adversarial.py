@@ -156,23 +156,6 @@ def ref_mda(taus):
     return math.sqrt(K / (K - 1)) * (Uo * (s - s.mean())) @ Vo.T
 
 
-def ref_mda_left_vectors(taus):
-    """The ``left_vectors`` reading: canonical signs (largest-magnitude entry of each left
-    vector positive), then simplex-ETF centring of polar(U_cat)."""
-    T = len(taus)
-    m, n = taus[0].shape
-    k = min(max(1, round(m / T)), min(m, n) // T)
-    Us, Ss, Vs = [], [], []
-    for tau in taus:
-        U, S, Vh = svd(tau)
-        u, v = U[:, :k], Vh[:k].T
-        sign = torch.sign(u[u.abs().argmax(0), torch.arange(k)])
-        Us.append(u * sign), Ss.append(S[:k]), Vs.append(v * sign)
-    Uo, Vo = polar(torch.cat(Us, 1)), polar(torch.cat(Vs, 1))
-    K = Uo.shape[1]
-    U_etf = math.sqrt(K / (K - 1)) * (Uo - Uo.mean(1, keepdim=True))
-    return (U_etf * torch.cat(Ss)) @ Vo.T
-
 
 REFS = {"tsv_m": ref_tsv_m, "dc_merge": ref_dc_merge, "iso_c": ref_iso_c,
         "iso_cts": ref_iso_cts, "mda": ref_mda}

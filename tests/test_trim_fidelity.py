@@ -31,6 +31,18 @@ def np_kth_threshold(flat_abs: np.ndarray, fraction: float) -> float:
     return float(np.partition(flat_abs, k - 1)[k - 1])
 
 
+def np_ties_rows(rows, k_percent):
+    """TIES on [T, n] flattened task rows: keep each row's top k % by magnitude (one threshold
+    per task), elect signs (zero sums take the overall majority), disjoint mean."""
+    thr = np.array([np_kth_threshold(np.abs(r.astype(np.float32)), k_percent / 100) for r in rows])
+    M = rows * (np.abs(rows.astype(np.float32)) >= thr[:, None].astype(np.float32))
+    sign = np.sign(M.sum(0))
+    sign[sign == 0] = np.sign(sign.sum())
+    keep = np.where(sign[None] > 0, M > 0, M < 0)
+    sel = M * keep
+    return sel.sum(0) / np.maximum((sel != 0).sum(0), 1)
+
+
 def np_ties_whole(taus, k_percent, per_task=None):
     keys = list(taus[0])
     rows = []
@@ -40,13 +52,7 @@ def np_ties_whole(taus, k_percent, per_task=None):
             vals = [per_task(t, key, v) for key, v in zip(keys, vals)]
         rows.append(np.concatenate(vals))
     M = np.stack(rows)
-    thr = np.array([np_kth_threshold(np.abs(r.astype(np.float32)), k_percent / 100) for r in M])
-    M = M * (np.abs(M.astype(np.float32)) >= thr[:, None].astype(np.float32))
-    sign = np.sign(M.sum(0))
-    sign[sign == 0] = np.sign(sign.sum())
-    keep = np.where(sign[None] > 0, M > 0, M < 0)
-    sel = M * keep
-    merged = sel.sum(0) / np.maximum((sel != 0).sum(0), 1)
+    merged = np_ties_rows(M, k_percent)
     out, o = {}, 0
     for key in keys:
         n = taus[0][key].numel()
@@ -197,13 +203,7 @@ def np_knots_whole(taus, k_percent, p=0.0, seed=0):
             F = F * (torch.rand(F.shape, generator=g) >= p).double().numpy() / (1 - p)
         bases[key], factors[key] = U, F
     rows = np.concatenate([factors[key].reshape(T, -1) for key in keys], axis=1)
-    thr = np.array([np_kth_threshold(np.abs(r.astype(np.float32)), k_percent / 100) for r in rows])
-    M = rows * (np.abs(rows.astype(np.float32)) >= thr[:, None].astype(np.float32))
-    sign = np.sign(M.sum(0))
-    sign[sign == 0] = np.sign(sign.sum())
-    keep = np.where(sign[None] > 0, M > 0, M < 0)
-    sel = M * keep
-    merged = sel.sum(0) / np.maximum((sel != 0).sum(0), 1)
+    merged = np_ties_rows(rows, k_percent)
     out, o = {}, 0
     for key in keys:
         shape = factors[key].shape[1:]
