@@ -59,12 +59,11 @@ def _mean(xs: Sequence[float]) -> float | None:
 
 
 def flat_cosine(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:
-    """Cosine similarity of two task vectors flattened over their shared keys."""
+    """Cosine similarity of two task vectors flattened over their shared keys (the papers'
+    CosSim; analysis.cos_sim is the per-key one of the heatmaps)."""
+    from .analysis import cos_sim
     keys = sorted(set(a) & set(b))
-    dot = sum(float((a[k].double() * b[k].double()).sum()) for k in keys)
-    na = sum(float(a[k].double().pow(2).sum()) for k in keys) ** 0.5
-    nb = sum(float(b[k].double().pow(2).sum()) for k in keys) ** 0.5
-    return dot / max(na * nb, 1e-300)
+    return cos_sim(torch.cat([a[k].flatten() for k in keys]), torch.cat([b[k].flatten() for k in keys]))
 
 
 def relative_norm(tau: Mapping[str, torch.Tensor], theta0: Mapping[str, torch.Tensor]) -> float:
