@@ -19,6 +19,8 @@ report: "report/workflow.rst"
 
 
 include: "rules/common.smk"
+include: "rules/paths.smk"
+include: "rules/hooks.smk"
 include: "rules/data.smk"
 include: "rules/pretrain.smk"
 include: "rules/finetune.smk"

@@ -1,25 +1,50 @@
 # Ablations of the MDA paper (docs/data_based.md): generalization to tasks that were
 # not merged, and accuracy vs number of merged tasks. The rank-k sweep and the
 # with/without-rotation ablation are plain method instances (config `methods`).
-# Helpers (GEN, TC, generalization_methods, ...) live in rules/common.smk; the config
-# checks for these keys run with the other semantic checks (mergelab.config).
+# The config checks for these keys run with the other semantic checks (mergelab.config).
+
+
+GENERALIZATION = CFG["generalization"]
+GENERALIZATION_SUITE = GENERALIZATION["suite"] or MAIN_SUITE
+HELDOUT = GENERALIZATION["heldout"]
+TASK_COUNT = CFG["task_count"]
+
+
+def generalization_methods(regime):
+    return [m for m in (GENERALIZATION["methods"] or list(CFG["methods"]))
+            if regime in method_regimes(CFG, m)]
+
+
+def task_count_methods(regime):
+    return [m for m in (TASK_COUNT["methods"] or list(CFG["methods"])) if regime in method_regimes(CFG, m)]
+
+
+def ablation_targets():
+    out = []
+    for r in REGIMES:
+        if HELDOUT and generalization_methods(r):
+            out += with_exts(table(f"generalization_{r}"), "md", "csv", "json")
+            out += with_exts(figure(f"generalization_{r}"), "png", "pdf")
+        if len(TASK_COUNT["suites"]) > 1 and task_count_methods(r):
+            out += with_exts(figure(f"task_count_{r}"), "png", "pdf", "json")
+    return out
 
 
 rule eval_generalization:
     input:
-        merged=f"{RS0}/merged/{{regime}}/{GEN_SUITE}/{{method}}.safetensors",
-        merged_eval=f"{RS0}/eval/{{regime}}/{GEN_SUITE}/{{method}}.json",
-        pretrained=rules.pretrain.output.weights,
-        data=[f"{D}/{t}" for t in GEN["heldout"]],
-        heads=[f"{R}/heads/{t}.safetensors" for t in GEN["heldout"]],
-        zeroshot=[f"{R}/eval/{{regime}}/zeroshot/{t}.json" for t in GEN["heldout"]],
+        merged=merged(suite=GENERALIZATION_SUITE, seed=FIRST_SEED),
+        merged_eval=merged_eval(suite=GENERALIZATION_SUITE, seed=FIRST_SEED),
+        pretrained=pretrained(),
+        data=[dataset(t) for t in HELDOUT],
+        heads=[head(t) for t in HELDOUT],
+        zeroshot=[zeroshot_eval(task=t) for t in HELDOUT],
     output:
-        metrics=f"{R}/eval/{{regime}}/generalization/{{method}}.json",
-        predictions=f"{R}/eval/{{regime}}/generalization/{{method}}.npz",
+        metrics=generalization_eval(),
+        predictions=generalization_eval(ext="npz"),
     params:
-        spec=lambda w: jq(eval_spec(SEEDS[0])),
-        tasks=" ".join(GEN["heldout"]),
-        suite=GEN_SUITE,
+        spec=lambda w: jq(eval_spec(FIRST_SEED)),
+        tasks=" ".join(HELDOUT),
+        suite=GENERALIZATION_SUITE,
     conda:
         "../envs/mergelab.yaml"
     log:
@@ -37,10 +62,10 @@ rule eval_generalization:
 
 rule generalization_report:
     input:
-        lambda w: [f"{R}/eval/{w.regime}/generalization/{m}.json" for m in generalization_methods(w.regime)],
+        lambda w: [generalization_eval(w.regime, m) for m in generalization_methods(w.regime)],
     output:
-        tables=multiext(f"{R}/tables/generalization_{{regime}}", ".md", ".csv", ".json"),
-        figures=multiext(f"{R}/figures/generalization_{{regime}}", ".png", ".pdf"),
+        tables=multiext(table("generalization_{regime}"), ".md", ".csv", ".json"),
+        figures=multiext(figure("generalization_{regime}"), ".png", ".pdf"),
     params:
         spec=lambda w: jq({"method_order": list(CFG["methods"])}),
         stem=lambda w, output: output.tables[0][: -len(".md")],
@@ -58,10 +83,10 @@ rule generalization_report:
 rule task_count_figure:
     input:
         lambda w: [
-            f"{RS0}/eval/{w.regime}/{s}/{m}.json" for s in TC["suites"] for m in task_count_methods(w.regime)
+            merged_eval(w.regime, s, m, FIRST_SEED) for s in TASK_COUNT["suites"] for m in task_count_methods(w.regime)
         ],
     output:
-        multiext(f"{R}/figures/task_count_{{regime}}", ".png", ".pdf", ".json"),
+        multiext(figure("task_count_{regime}"), ".png", ".pdf", ".json"),
     params:
         spec=lambda w: jq({"method_order": list(CFG["methods"]),
                            "title": f"{CFG['name']} ({w.regime}): accuracy vs number of merged tasks"}),

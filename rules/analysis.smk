@@ -4,18 +4,68 @@
 # MDA rank k).
 
 
+ANALYSIS = CFG["analysis"]
+ANALYSIS_SUITE = ANALYSIS["suite"] or MAIN_SUITE
+ETF_FALLBACK = ("task_arithmetic", "tsv_m", "mda")  # raw, orthogonalised, ETF-aligned
+
+
+def similarity_methods(regime):
+    return [m for m in ANALYSIS["similarity_methods"] if regime in method_regimes(CFG, m)]
+
+
+def etf_methods(regime):
+    """Methods of the task-level ΔETF figure (analysis_etf re-runs their merges): the data-free
+    ones of analysis.similarity_methods; when it names none, the config's instances of
+    task_arithmetic, tsv_m and mda."""
+    picked = [m for m in similarity_methods(regime) if not method_needs_data(m)]
+    return picked or [m for m, s in CFG["methods"].items()
+                      if s["method"] in ETF_FALLBACK and regime in method_regimes(CFG, m)]
+
+
+def sweep_members(sweep):
+    return [m for m, spec in METHODS.items() if spec.get("sweep", {}).get("name") == sweep]
+
+
+def analysis_taskvectors(w):
+    return [taskvector(w.regime, t, FIRST_SEED) for t in suite_tasks(ANALYSIS_SUITE)]
+
+
+def etf_spec(regime):
+    return {"regime": regime, "seed": CFG["seed"],
+            "methods": [{"name": m, "method": METHODS[m]["method"], "params": METHODS[m].get("params", {})}
+                        for m in etf_methods(regime)]}
+
+
+def sensitivity_spec(sweep):
+    return {"sweep": sweep, "xlabel": ANALYSIS["sweeps"][sweep]["xlabel"],
+            "members": {m: METHODS[m]["sweep"] for m in sweep_members(sweep)}}
+
+
+def analysis_targets():
+    out = []
+    for r in REGIMES:
+        out += with_exts(figure(f"analysis/spectrum_{r}"), "png", "pdf")
+        if similarity_methods(r):
+            out += with_exts(figure(f"analysis/similarity_{r}"), "png", "pdf")
+        if etf_methods(r):
+            out += with_exts(figure(f"analysis/etf_{r}"), "png", "pdf")
+    for sweep in ANALYSIS["sweeps"]:
+        out += with_exts(figure(f"analysis/sensitivity_{sweep}"), "png", "pdf")
+    return out
+
+
 rule analysis_spectrum:
     input:
-        lambda w: [f"{RS0}/taskvectors/{w.regime}/{t}.safetensors" for t in suite_tasks(AN_SUITE)],
+        analysis_taskvectors,
     output:
         report(
-            multiext(f"{R}/figures/analysis/spectrum_{{regime}}", ".png", ".pdf", ".json"),
+            multiext(figure("analysis/spectrum_{regime}"), ".png", ".pdf", ".json"),
             category="Analysis figures", subcategory="spectrum",
             caption="../report/analysis_figure.rst",
         ),
     params:
         stem=lambda w, output: output[0][: -len(".png")],
-        tasks=lambda w: " ".join(suite_tasks(AN_SUITE)),
+        tasks=lambda w: " ".join(suite_tasks(ANALYSIS_SUITE)),
     conda:
         "../envs/mergelab.yaml"
     log:
@@ -28,22 +78,17 @@ rule analysis_spectrum:
 
 rule analysis_similarity:
     input:
-        taskvectors=lambda w: [
-            f"{RS0}/taskvectors/{w.regime}/{t}.safetensors" for t in suite_tasks(AN_SUITE)
-        ],
-        merged=lambda w: [
-            f"{RS0}/merged/{w.regime}/{AN_SUITE}/{m}.safetensors"
-            for m in similarity_methods(w.regime)
-        ],
+        taskvectors=analysis_taskvectors,
+        merged=lambda w: [merged(w.regime, ANALYSIS_SUITE, m, FIRST_SEED) for m in similarity_methods(w.regime)],
     output:
         report(
-            multiext(f"{R}/figures/analysis/similarity_{{regime}}", ".png", ".pdf", ".json"),
+            multiext(figure("analysis/similarity_{regime}"), ".png", ".pdf", ".json"),
             category="Analysis figures", subcategory="similarity",
             caption="../report/analysis_figure.rst",
         ),
     params:
         stem=lambda w, output: output[0][: -len(".png")],
-        tasks=lambda w: " ".join(suite_tasks(AN_SUITE)),
+        tasks=lambda w: " ".join(suite_tasks(ANALYSIS_SUITE)),
         names=lambda w: " ".join(similarity_methods(w.regime)),
     conda:
         "../envs/mergelab.yaml"
@@ -58,25 +103,19 @@ rule analysis_similarity:
 
 rule analysis_etf:
     input:
-        taskvectors=lambda w: [
-            f"{RS0}/taskvectors/{w.regime}/{t}.safetensors" for t in suite_tasks(AN_SUITE)
-        ],
+        taskvectors=analysis_taskvectors,
         code=lambda w: sorted({p for m in etf_methods(w.regime) for p in method_sources(m)}),
     output:
         report(
-            multiext(f"{R}/figures/analysis/etf_{{regime}}", ".png", ".pdf", ".json"),
+            multiext(figure("analysis/etf_{regime}"), ".png", ".pdf", ".json"),
             category="Analysis figures", subcategory="etf",
             caption="../report/analysis_figure.rst",
         ),
     params:
         stem=lambda w, output: output[0][: -len(".png")],
-        tasks=lambda w: " ".join(suite_tasks(AN_SUITE)),
-        spec=lambda w: jq({
-            "regime": w.regime, "seed": CFG["seed"],
-            "methods": [{"name": m, "method": METHODS[m]["method"], "params": METHODS[m].get("params", {})}
-                        for m in etf_methods(w.regime)],
-        }),
-        k=lambda w: "" if AN["etf_k_fraction"] is None else f"--k-fraction {AN['etf_k_fraction']}",
+        tasks=lambda w: " ".join(suite_tasks(ANALYSIS_SUITE)),
+        spec=lambda w: jq(etf_spec(w.regime)),
+        k=lambda w: "" if ANALYSIS["etf_k_fraction"] is None else f"--k-fraction {ANALYSIS['etf_k_fraction']}",
         rank=lambda w: (
             f"--lora-rank {CFG['finetune']['lora']['rank']}" if w.regime == "lora" else ""
         ),
@@ -93,20 +132,19 @@ rule analysis_etf:
 rule analysis_sensitivity:
     input:
         lambda w: [
-            f"{RS0}/eval/{r}/{AN_SUITE}/{m}.json"
+            merged_eval(r, ANALYSIS_SUITE, m, FIRST_SEED)
             for m in sweep_members(w.sweep)
             for r in method_regimes(CFG, m)
         ],
     output:
         report(
-            multiext(f"{R}/figures/analysis/sensitivity_{{sweep}}", ".png", ".pdf", ".json"),
+            multiext(figure("analysis/sensitivity_{sweep}"), ".png", ".pdf", ".json"),
             category="Analysis figures", subcategory="sensitivity",
             caption="../report/analysis_figure.rst",
         ),
     params:
         stem=lambda w, output: output[0][: -len(".png")],
-        spec=lambda w: jq({"sweep": w.sweep, "xlabel": AN["sweeps"][w.sweep]["xlabel"],
-                           "members": {m: METHODS[m]["sweep"] for m in sweep_members(w.sweep)}}),
+        spec=lambda w: jq(sensitivity_spec(w.sweep)),
     conda:
         "../envs/mergelab.yaml"
     log:

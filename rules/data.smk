@@ -4,10 +4,9 @@
 
 rule prepare_task:
     output:
-        directory(f"{D}/{{task}}"),
+        directory(dataset()),
     params:
-        spec=lambda w: jq({"task": CFG["data"]["tasks"][w.task], "seed": CFG["seed"],
-                           "mini": CFG["data"]["mini"], "cache_dir": CFG["data"]["cache_dir"]}),
+        spec=lambda w: jq(prepare_spec(w.task)),
     conda:
         "../envs/mergelab.yaml"
     log:
@@ -20,10 +19,9 @@ rule prepare_task:
 
 rule build_corpus:
     output:
-        directory(f"{D}/_corpus"),
+        directory(corpus()),
     params:
-        spec=lambda w: jq({"seed": CFG["seed"], **{k: CFG["pretrain"][k] for k in
-                           ("corpus_size", "caption_noise", "family_weights")}}),
+        spec=lambda w: jq(corpus_spec()),
     conda:
         "../envs/mergelab.yaml"
     log:

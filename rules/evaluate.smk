@@ -1,17 +1,17 @@
 # Zero-shot and individual reference rows, and merged models with α chosen on validation.
 # Each evaluation writes its metrics JSON and, beside it, the per-sample predictions (.npz)
 # from which the tables and their intervals are computed (mergelab.predictions). Zero-shot
-# does not depend on the seed: one per task, shared by every seed (RS: rules/common.smk).
+# does not depend on the seed: one per task, shared by every seed (rules/paths.smk).
 
 
 rule eval_zeroshot:
     input:
-        data=f"{D}/{{task}}",
-        head=rules.heads.output[0],
-        pretrained=rules.pretrain.output.weights,
+        data=dataset(),
+        head=head(),
+        pretrained=pretrained(),
     output:
-        metrics=f"{R}/eval/{{regime}}/zeroshot/{{task}}.json",
-        predictions=f"{R}/eval/{{regime}}/zeroshot/{{task}}.npz",
+        metrics=zeroshot_eval(),
+        predictions=zeroshot_eval(ext="npz"),
     params:
         spec=lambda w: jq(eval_spec()),
     conda:
@@ -29,19 +29,19 @@ rule eval_zeroshot:
 
 rule eval_individual:
     input:
-        data=f"{D}/{{task}}",
-        head=rules.heads.output[0],
-        pretrained=rules.pretrain.output.weights,
-        taskvector=rules.extract_task_vector.output[0],
+        data=dataset(),
+        head=head(),
+        pretrained=pretrained(),
+        taskvector=taskvector(),
     output:
-        metrics=f"{RS}/eval/{{regime}}/individual/{{task}}.json",
-        predictions=f"{RS}/eval/{{regime}}/individual/{{task}}.npz",
+        metrics=individual_eval(),
+        predictions=individual_eval(ext="npz"),
     params:
         spec=lambda w: jq(eval_spec(run_seed(w))),
     conda:
         "../envs/mergelab.yaml"
     log:
-        f"{SLOGS}/eval/{{regime}}/individual/{{task}}.log",
+        f"{seed_logs()}/eval/{{regime}}/individual/{{task}}.log",
     threads: 1
     resources:
         gpu=1,
@@ -56,15 +56,15 @@ rule eval_merged:
     input:
         unpack(eval_merged_inputs),
     output:
-        metrics=f"{RS}/eval/{{regime}}/{{suite}}/{{method}}.json",
-        predictions=f"{RS}/eval/{{regime}}/{{suite}}/{{method}}.npz",
+        metrics=merged_eval(),
+        predictions=merged_eval(ext="npz"),
     params:
         spec=lambda w: jq(merged_eval_spec(w.method, run_seed(w))),
         tasks=lambda w: " ".join(suite_tasks(w.suite)),
     conda:
         "../envs/mergelab.yaml"
     log:
-        f"{SLOGS}/eval/{{regime}}/{{suite}}/{{method}}.log",
+        f"{seed_logs()}/eval/{{regime}}/{{suite}}/{{method}}.log",
     threads: 1
     resources:
         gpu=1,

@@ -4,18 +4,18 @@
 
 rule finetune:
     input:
-        data=f"{D}/{{task}}",
-        head=rules.heads.output[0],
-        pretrained=rules.pretrain.output.weights,
+        data=dataset(),
+        head=head(),
+        pretrained=pretrained(),
     output:
-        weights=f"{RS}/finetune/{{regime}}/{{task}}.safetensors",
-        metrics=f"{RS}/finetune/{{regime}}/{{task}}.json",
+        weights=finetuned(),
+        metrics=finetuned(ext="json"),
     params:
         spec=lambda w: jq(finetune_spec(w.regime, w.task, run_seed(w))),
     conda:
         "../envs/mergelab.yaml"
     log:
-        f"{SLOGS}/finetune/{{regime}}/{{task}}.log",
+        f"{seed_logs()}/finetune/{{regime}}/{{task}}.log",
     threads: 1
     resources:
         gpu=1,
@@ -28,16 +28,16 @@ rule finetune:
 
 rule extract_task_vector:
     input:
-        finetuned=rules.finetune.output.weights,
-        pretrained=rules.pretrain.output.weights,
+        finetuned=finetuned(),
+        pretrained=pretrained(),
     output:
-        f"{RS}/taskvectors/{{regime}}/{{task}}.safetensors",
+        taskvector(),
     params:
         spec=lambda w: jq(extract_spec(w.regime)),
     conda:
         "../envs/mergelab.yaml"
     log:
-        f"{SLOGS}/taskvectors/{{regime}}/{{task}}.log",
+        f"{seed_logs()}/taskvectors/{{regime}}/{{task}}.log",
     threads: 1
     shell:
         "python -m mergelab.cli extract --regime {wildcards.regime} --spec {params.spec:q} "
@@ -52,7 +52,7 @@ rule import_checkpoint:
     input:
         unpack(import_inputs),
     output:
-        f"{RS}/taskvectors/{{imported}}.safetensors",
+        imported_taskvector(),
     params:
         spec=lambda w: jq(import_spec(w.imported)),
         task=lambda w: pair_parts(w.imported)[1],
@@ -60,7 +60,7 @@ rule import_checkpoint:
     conda:
         "../envs/mergelab.yaml"
     log:
-        f"{SLOGS}/import_checkpoint/{{imported}}.log",
+        f"{seed_logs()}/import_checkpoint/{{imported}}.log",
     threads: 1
     shell:
         "python -m mergelab.cli import-checkpoint --task {params.task} --spec {params.spec:q} "

@@ -14,15 +14,15 @@ rule decompose:
         taskvectors=suite_taskvectors,
         code=basis_sources(),
     output:
-        basis=f"{RS}/basis/{{regime}}/{{suite}}.safetensors",
-        info=f"{RS}/basis/{{regime}}/{{suite}}.json",
+        basis=basis(),
+        info=basis(ext="json"),
     params:
         spec=lambda w: jq(decompose_spec(w.regime, run_seed(w))),
         tasks=lambda w: " ".join(suite_tasks(w.suite)),
     conda:
         "../envs/mergelab.yaml"
     log:
-        f"{SLOGS}/decompose/{{regime}}/{{suite}}.log",
+        f"{seed_logs()}/decompose/{{regime}}/{{suite}}.log",
     threads: 1
     resources:
         gpu=1,
@@ -36,8 +36,8 @@ rule merge:
     input:
         unpack(merge_inputs),
     output:
-        tau=f"{RS}/merged/{{regime}}/{{suite}}/{{method}}.safetensors",
-        info=f"{RS}/merged/{{regime}}/{{suite}}/{{method}}.json",
+        tau=merged(),
+        info=merged(ext="json"),
     params:
         spec=lambda w: jq(method_spec(w.method, w.regime, w.suite, run_seed(w))),
         tasks=lambda w: " ".join(suite_tasks(w.suite)),
@@ -50,7 +50,7 @@ rule merge:
     conda:
         "../envs/mergelab.yaml"
     log:
-        f"{SLOGS}/merge/{{regime}}/{{suite}}/{{method}}.log",
+        f"{seed_logs()}/merge/{{regime}}/{{suite}}/{{method}}.log",
     threads: 1
     resources:
         gpu=1,

@@ -7,12 +7,10 @@ rule pretrain:
     input:
         unpack(pretrain_inputs),
     output:
-        weights=f"{R}/pretrained/clip.safetensors",
-        metrics=f"{R}/pretrained/metrics.json",
+        weights=pretrained(),
+        metrics=pretrained("metrics.json"),
     params:
-        spec=lambda w: jq({"model": model_spec(), "pretrain": CFG["pretrain"],
-                           "image_size": CFG["data"]["image_size"], "seed": CFG["seed"],
-                           "device": CFG["device"]}),
+        spec=lambda w: jq(pretrain_spec()),
         corpus=lambda w, input: f"--corpus {input.corpus}" if "corpus" in input.keys() else "",
         command=pretrain_command(),
     conda:
@@ -29,13 +27,12 @@ rule pretrain:
 
 rule heads:
     input:
-        data=f"{D}/{{task}}",
-        pretrained=rules.pretrain.output.weights,
+        data=dataset(),
+        pretrained=pretrained(),
     output:
-        f"{R}/heads/{{task}}.safetensors",
+        head(),
     params:
-        spec=lambda w: jq({"model": model_spec(), "task": CFG["data"]["tasks"][w.task],
-                           "device": CFG["device"]}),
+        spec=lambda w: jq(heads_spec(w.task)),
     conda:
         "../envs/mergelab.yaml"
     log:

@@ -2,22 +2,47 @@
 # next to the paper's (src/mergelab/regime.py), and the rank-r/T truncation check it reads.
 
 
+def regime_report_spec():
+    return {"tasks": suite_tasks(MAIN_SUITE), "model": model_spec(),
+            "ta_method": first_instance("task_arithmetic") or "task_arithmetic",
+            "adamerging_method": first_instance("adamerging", granularity="layer"),
+            "title": f"{CFG['name']}: regime statistics, suite '{MAIN_SUITE}'"}
+
+
+def regime_report_inputs(w):
+    """The first seed's evaluations of the main suite, its task vectors and θ0."""
+    spec = regime_report_spec()
+    tasks = spec["tasks"]
+    evals = [zeroshot_eval(REGIMES[0], t) for t in tasks]
+    for r in REGIMES:
+        evals += [individual_eval(r, t, FIRST_SEED) for t in tasks]
+        evals += [merged_eval(r, MAIN_SUITE, m, FIRST_SEED)
+                  for m in (spec["ta_method"], spec["adamerging_method"])
+                  if m in CFG["methods"] and r in method_regimes(CFG, m)]
+    if "full" in REGIMES:
+        evals += [lowrank_eval(t, FIRST_SEED) for t in tasks]
+    out = {"evals": evals, "pretrained": pretrained()}
+    for r in REGIMES:
+        out[f"tv_{r}"] = [taskvector(r, t, FIRST_SEED) for t in tasks]
+    return out
+
+
 rule eval_lowrank:
     input:
-        data=f"{D}/{{task}}",
-        head=rules.heads.output[0],
-        pretrained=rules.pretrain.output.weights,
-        taskvector=f"{RS}/taskvectors/full/{{task}}.safetensors",
+        data=dataset(),
+        head=head(),
+        pretrained=pretrained(),
+        taskvector=taskvector(regime="full"),
     output:
-        metrics=f"{RS}/eval/full/lowrank/{{task}}.json",
-        predictions=f"{RS}/eval/full/lowrank/{{task}}.npz",
+        metrics=lowrank_eval(),
+        predictions=lowrank_eval(ext="npz"),
     params:
         spec=lambda w: jq(eval_spec(run_seed(w))),
-        divisor=lambda w: len(suite_tasks(REGIME_SUITE)),
+        divisor=lambda w: len(suite_tasks(MAIN_SUITE)),
     conda:
         "../envs/mergelab.yaml"
     log:
-        f"{SLOGS}/eval/full/lowrank/{{task}}.log",
+        f"{seed_logs()}/eval/full/lowrank/{{task}}.log",
     threads: 1
     resources:
         gpu=1,
@@ -32,8 +57,8 @@ rule regime_report:
     input:
         unpack(regime_report_inputs),
     output:
-        md=report(f"{R}/tables/regime.md", category="Regime", caption="../report/regime.rst"),
-        json=f"{R}/tables/regime.json",
+        md=report(table("regime") + ".md", category="Regime", caption="../report/regime.rst"),
+        json=table("regime") + ".json",
     params:
         spec=lambda w: jq(regime_report_spec()),
         taskvectors=lambda w, input: " ".join(
@@ -52,10 +77,10 @@ rule regime_report:
 
 rule pretrain_reproduction:
     input:
-        weights=rules.pretrain.output.weights,
-        metrics=rules.pretrain.output.metrics,
+        weights=pretrained(),
+        metrics=pretrained("metrics.json"),
     output:
-        f"{R}/pretrained/reproduction.json",
+        pretrained("reproduction.json"),
     params:
         tag=CFG["pretrain"]["reference"],
     conda:

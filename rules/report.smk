@@ -10,12 +10,12 @@ rule report:
         predictions=report_predictions,
     output:
         tables=report(
-            multiext(f"{R}/tables/{{regime}}_{{suite}}", ".md", ".tex", ".csv", ".json"),
+            multiext(table("{regime}_{suite}"), ".md", ".tex", ".csv", ".json"),
             category="Tables", subcategory="{regime} fine-tuning, suite {suite}",
             caption="../report/table.rst",
         ),
         figures=report(
-            multiext(f"{R}/figures/accuracy_{{regime}}_{{suite}}", ".png", ".pdf"),
+            multiext(figure("accuracy_{regime}_{suite}"), ".png", ".pdf"),
             category="Accuracy figures", subcategory="{regime} fine-tuning, suite {suite}",
             caption="../report/accuracy_figure.rst",
         ),
@@ -38,10 +38,10 @@ if len(SEEDS) > 1:
 
     rule report_ranks:
         input:
-            f"{R}/tables/{{regime}}_{{suite}}.json",
+            table("{regime}_{suite}") + ".json",
         output:
             report(
-                multiext(f"{R}/figures/ranks_{{regime}}_{{suite}}", ".png", ".pdf"),
+                multiext(figure("ranks_{regime}_{suite}"), ".png", ".pdf"),
                 category="Accuracy figures", subcategory="{regime} fine-tuning, suite {suite}",
                 caption="../report/accuracy_figure.rst",
             ),
