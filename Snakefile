@@ -18,9 +18,13 @@ if "data" not in config:
 report: "report/workflow.rst"
 
 
-include: "rules/common.smk"
-include: "rules/paths.smk"
-include: "rules/hooks.smk"
+include: "rules/common/config.smk"
+include: "rules/common/paths.smk"
+include: "rules/common/hooks.smk"
+include: "rules/common/analysis.smk"
+include: "rules/common/regime.smk"
+include: "rules/common/ablations.smk"
+include: "rules/common/manifest.smk"
 include: "rules/data.smk"
 include: "rules/pretrain.smk"
 include: "rules/finetune.smk"

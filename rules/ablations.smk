@@ -4,32 +4,6 @@
 # The config checks for these keys run with the other semantic checks (mergelab.config).
 
 
-GENERALIZATION = CFG["generalization"]
-GENERALIZATION_SUITE = GENERALIZATION["suite"] or MAIN_SUITE
-HELDOUT = GENERALIZATION["heldout"]
-TASK_COUNT = CFG["task_count"]
-
-
-def generalization_methods(regime):
-    return [m for m in (GENERALIZATION["methods"] or list(CFG["methods"]))
-            if regime in method_regimes(CFG, m)]
-
-
-def task_count_methods(regime):
-    return [m for m in (TASK_COUNT["methods"] or list(CFG["methods"])) if regime in method_regimes(CFG, m)]
-
-
-def ablation_targets():
-    out = []
-    for r in REGIMES:
-        if HELDOUT and generalization_methods(r):
-            out += with_exts(table(f"generalization_{r}"), "md", "csv", "json")
-            out += with_exts(figure(f"generalization_{r}"), "png", "pdf")
-        if len(TASK_COUNT["suites"]) > 1 and task_count_methods(r):
-            out += with_exts(figure(f"task_count_{r}"), "png", "pdf", "json")
-    return out
-
-
 rule eval_generalization:
     input:
         merged=merged(suite=GENERALIZATION_SUITE, seed=FIRST_SEED),
@@ -67,7 +41,7 @@ rule generalization_report:
         tables=multiext(table("generalization_{regime}"), ".md", ".csv", ".json"),
         figures=multiext(figure("generalization_{regime}"), ".png", ".pdf"),
     params:
-        spec=lambda w: jq({"method_order": list(CFG["methods"])}),
+        spec=lambda w: jq(generalization_report_spec()),
         stem=lambda w, output: output.tables[0][: -len(".md")],
         fig=lambda w, output: output.figures[0][: -len(".png")],
     conda:
@@ -88,8 +62,7 @@ rule task_count_figure:
     output:
         multiext(figure("task_count_{regime}"), ".png", ".pdf", ".json"),
     params:
-        spec=lambda w: jq({"method_order": list(CFG["methods"]),
-                           "title": f"{CFG['name']} ({w.regime}): accuracy vs number of merged tasks"}),
+        spec=lambda w: jq(task_count_spec(w.regime)),
         stem=lambda w, output: output[0][: -len(".png")],
     conda:
         "../envs/mergelab.yaml"

@@ -1,7 +1,7 @@
 # Zero-shot and individual reference rows, and merged models with α chosen on validation.
 # Each evaluation writes its metrics JSON and, beside it, the per-sample predictions (.npz)
 # from which the tables and their intervals are computed (mergelab.predictions). Zero-shot
-# does not depend on the seed: one per task, shared by every seed (rules/paths.smk).
+# does not depend on the seed: one per task, shared by every seed (rules/common/paths.smk).
 
 
 rule eval_zeroshot:

@@ -178,7 +178,7 @@ def test_pick_device_without_slots_is_unchanged(monkeypatch):
     ([], "unset"),
 ])
 def test_workflow_exports_slots_for_local_multi_gpu_runs(tmp_path, args, expected):
-    """rules/common.smk sets MERGELAB_GPU_SLOTS for local runs with --resources gpu=N>1."""
+    """rules/common/hooks.smk sets MERGELAB_GPU_SLOTS for local runs with --resources gpu=N>1."""
     from test_pipeline import SNAKEMAKE, copy_workflow
     wd = copy_workflow(tmp_path)
     with open(wd / "Snakefile", "a") as f:

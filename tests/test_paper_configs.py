@@ -111,7 +111,7 @@ def _expected_jobs(cfg) -> Counter:
     if an and an.get("enabled"):
         exp["analysis_spectrum"] = len(regimes)
         # the task-level ΔETF figure: regimes with a data-free similarity method or, failing
-        # that, a task_arithmetic / tsv_m / mda instance (rules/common.smk etf_methods)
+        # that, a task_arithmetic / tsv_m / mda instance (rules/common/analysis.smk etf_methods)
         def has_etf(r):
             sims = [m for m in an.get("similarity_methods", []) if r in method_regimes(cfg, m)
                     and not M.get_method(cfg["methods"][m]["method"]).needs_data]

@@ -329,7 +329,7 @@ def test_sigkill_during_snakemake_run(nano_run, tmp_path):
 
 def test_jobs_use_the_workflows_interpreter_without_an_activated_env(tmp_path):
     """`.venv/bin/snakemake` with the environment not on PATH: a job's `python` is still the
-    environment's (rules/common.smk puts the interpreter's bin directory first on PATH)."""
+    environment's (rules/common/hooks.smk puts the interpreter's bin directory first on PATH)."""
     wd = copy_nano_workflow(tmp_path / "wf")
     env = tool_env(wd, PATH="/usr/bin:/bin", MERGELAB_FORKSERVER="off")
     smk(wd, "data/nano/signs", env=env)

@@ -1,7 +1,8 @@
 # The validated config, the run's names (tasks, suites, regimes, methods, seeds), the config
 # subsets that become rule `params` (so a changed value reruns exactly the jobs that use it)
-# and the input functions. Paths: rules/paths.smk; job environment: rules/hooks.smk; the
-# manifest: rules/provenance.smk; analysis, regime and ablation helpers: their rule files.
+# and the input functions. Beside it in rules/common/: paths.smk (one function per artifact
+# path), hooks.smk (job environment, fork server), manifest.smk, and the helpers of the
+# analysis, regime and ablation rules. Files here define no rules (`snakemake --lint`).
 
 import json
 import re
@@ -30,7 +31,7 @@ RESULTS = CFG["results_dir"]
 DATA_ROOT = CFG["data"]["root"]
 LOGS = f"{RESULTS}/logs"
 # Seeds (config key `seeds`, docs/uncertainty.md): a list replicates fine-tuning, merging
-# and evaluation once per seed under RESULTS/seed<N>/ (seed_root in rules/paths.smk, with
+# and evaluation once per seed under RESULTS/seed<N>/ (seed_root in paths.smk, with
 # the {seed} wildcard in rule outputs); data, θ0, heads and zero-shot evaluations are
 # shared. Without the key, the single `seed` runs at RESULTS itself.
 SEEDED = CFG["seeds"] is not None
@@ -242,8 +243,8 @@ def all_targets(manifest=True):
     if CFG["pretrain"]["reference"] and pretrains_on_corpus():
         out.append(pretrained("reproduction.json"))
     if CFG["analysis"]["enabled"]:
-        out += analysis_targets()  # rules/analysis.smk
-    out += ablation_targets()  # rules/ablations.smk
+        out += analysis_targets()  # rules/common/analysis.smk
+    out += ablation_targets()  # rules/common/ablations.smk
     return out
 
 

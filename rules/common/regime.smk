@@ -1,0 +1,25 @@
+# Helpers of the regime report (rules/regime.smk): its spec and inputs.
+
+def regime_report_spec():
+    return {"tasks": suite_tasks(MAIN_SUITE), "model": model_spec(),
+            "ta_method": first_instance("task_arithmetic") or "task_arithmetic",
+            "adamerging_method": first_instance("adamerging", granularity="layer"),
+            "title": f"{CFG['name']}: regime statistics, suite '{MAIN_SUITE}'"}
+
+
+def regime_report_inputs(w):
+    """The first seed's evaluations of the main suite, its task vectors and θ0."""
+    spec = regime_report_spec()
+    tasks = spec["tasks"]
+    evals = [zeroshot_eval(REGIMES[0], t) for t in tasks]
+    for r in REGIMES:
+        evals += [individual_eval(r, t, FIRST_SEED) for t in tasks]
+        evals += [merged_eval(r, MAIN_SUITE, m, FIRST_SEED)
+                  for m in (spec["ta_method"], spec["adamerging_method"])
+                  if m in CFG["methods"] and r in method_regimes(CFG, m)]
+    if "full" in REGIMES:
+        evals += [lowrank_eval(t, FIRST_SEED) for t in tasks]
+    out = {"evals": evals, "pretrained": pretrained()}
+    for r in REGIMES:
+        out[f"tv_{r}"] = [taskvector(r, t, FIRST_SEED) for t in tasks]
+    return out
