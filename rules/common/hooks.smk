@@ -39,8 +39,8 @@ _gpu_slots()
 
 
 # Local runs: jobs run in children of a fork server that has imported torch, open_clip,
-# transformers and datasets once (src/mergelab/forkserver.py), instead of spending ~8 s
-# each importing them. Its environment is what the jobs' shell sets up (JOB_ENV and the
+# transformers and datasets once (src/mergelab/forkserver.py) instead of each job importing
+# them (timings: docs/benchmarks.md). Its environment is what the jobs' shell sets up (JOB_ENV and the
 # thread variables Snakemake sets for a 1-thread job); jobs whose environment differs
 # (more threads, --use-conda) run in their own process. MERGELAB_FORKSERVER=off disables it.
 _FORKSERVER = {}
