@@ -1,5 +1,6 @@
 # The regime report (tables/regime.{md,json}): the run's method-independent statistics
-# next to the paper's (src/mergelab/regime.py), and the rank-r/T truncation check it reads.
+# next to the paper's (src/mergelab/regime.py), and the evaluations it reads: the rank-r/T
+# truncation check and the weight-disentanglement error (src/mergelab/disentangle.py).
 
 
 rule eval_lowrank:
@@ -26,6 +27,27 @@ rule eval_lowrank:
         "--regime full --spec {params.spec:q} --pretrained {input.pretrained} "
         "--tasks {wildcards.task} --data {input.data} --heads {input.head} "
         "--taskvectors {input.taskvector} --out {output.metrics} > {log} 2>&1"
+
+
+rule eval_disentanglement:
+    input:
+        unpack(disentanglement_inputs),
+    output:
+        disentanglement_eval(FIRST_SEED),
+    params:
+        spec=lambda w: jq(disentanglement_spec()),
+        tasks=" ".join(suite_tasks(MAIN_SUITE)),
+    conda:
+        "../envs/mergelab.yaml"
+    log:
+        f"{LOGS}/eval/full/disentanglement.log",
+    threads: 1
+    resources:
+        gpu=1,
+    shell:
+        "python -m mergelab.cli eval-disentanglement --regime full --spec {params.spec:q} "
+        "--pretrained {input.pretrained} --tasks {params.tasks} --data {input.data} "
+        "--heads {input.heads} --taskvectors {input.taskvectors} --out {output} > {log} 2>&1"
 
 
 rule regime_report:

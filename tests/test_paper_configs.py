@@ -106,6 +106,8 @@ def _expected_jobs(cfg) -> Counter:
     if cfg["report"]["regime"]:  # rules/regime.smk: truncation evals of the main suite, one table
         main = cfg["report"]["main_suite"] or suites[0]
         exp["eval_lowrank"] = len(cfg["suites"][main]) if "full" in regimes else 0
+        exp["eval_disentanglement"] = int("full" in regimes and cfg["report"]["disentanglement"]["enabled"]
+                                          and len(cfg["suites"][main]) > 1)
         exp["regime_report"] = 1
     an = cfg.get("analysis")
     if an and an.get("enabled"):
@@ -230,7 +232,7 @@ def test_init_method_must_be_another_instance(tmp_path):
 
 
 GPU_RULES = {"pretrain", "heads", "finetune", "eval_zeroshot", "eval_individual", "decompose",
-             "merge", "eval_merged", "eval_lowrank"}
+             "merge", "eval_merged", "eval_lowrank", "eval_disentanglement"}
 
 
 def test_readme_job_table_matches_the_configs():

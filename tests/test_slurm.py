@@ -30,7 +30,7 @@ from test_pipeline import ROOT, SNAKEMAKE, copy_workflow
 pytestmark = pytest.mark.slow
 
 GPU_RULES = {"pretrain", "heads", "finetune", "eval_zeroshot", "eval_individual", "merge",
-             "eval_merged", "eval_generalization", "eval_lowrank"}
+             "eval_merged", "eval_generalization", "eval_lowrank", "eval_disentanglement"}
 CPU_CLUSTER_RULES = {"extract_task_vector"}
 LOCAL_RULES = {"all", "prepare_task", "build_corpus", "report", "analysis_spectrum",
                "analysis_similarity", "analysis_etf", "analysis_sensitivity",

@@ -333,7 +333,7 @@ def test_a_seed_list_replicates_finetuning_merging_and_evaluation(tmp_path):
                     "eval_individual": S * R * T, "merge": S * R * M, "eval_merged": S * R * M,
                     "report": R, "report_ranks": R, "manifest": 1, "all": 1,
                     # the regime report reads the first seed's run (rules/regime.smk)
-                    "eval_lowrank": T, "regime_report": 1}, jobs
+                    "eval_lowrank": T, "eval_disentanglement": 1, "regime_report": 1}, jobs
     res = "results/micro"
     for s in (0, 1):
         assert f"{res}/seed{s}/finetune/full/digits.safetensors" in out

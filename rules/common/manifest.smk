@@ -50,6 +50,8 @@ def manifest_files():
     if CFG["report"]["regime"] and "full" in REGIMES:
         for t in suite_tasks(MAIN_SUITE):
             out += with_predictions(lowrank_eval(t, FIRST_SEED))
+        if computes_disentanglement():
+            out.append(disentanglement_eval(FIRST_SEED))
     out += all_targets(manifest=False)
     return list(dict.fromkeys(out))
 

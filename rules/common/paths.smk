@@ -61,6 +61,11 @@ def lowrank_eval(task="{task}", seed="{seed}", ext="json"):
     return f"{seed_root(seed)}/eval/full/lowrank/{task}.{ext}"
 
 
+def disentanglement_eval(seed="{seed}"):
+    """The weight-disentanglement errors of the main suite's full task vectors (regime report)."""
+    return f"{seed_root(seed)}/eval/full/disentanglement.json"
+
+
 def merged_eval(regime="{regime}", suite="{suite}", method="{method}", seed="{seed}", ext="json"):
     return f"{seed_root(seed)}/eval/{regime}/{suite}/{method}.{ext}"
 

@@ -19,7 +19,25 @@ def regime_report_inputs(w):
                   if m in CFG["methods"] and r in method_regimes(CFG, m)]
     if "full" in REGIMES:
         evals += [lowrank_eval(t, FIRST_SEED) for t in tasks]
+        if computes_disentanglement():
+            evals.append(disentanglement_eval(FIRST_SEED))
     out = {"evals": evals, "pretrained": pretrained()}
     for r in REGIMES:
         out[f"tv_{r}"] = [taskvector(r, t, FIRST_SEED) for t in tasks]
     return out
+
+
+def computes_disentanglement():
+    cfg = CFG["report"]["disentanglement"]
+    return cfg["enabled"] and "full" in REGIMES and len(suite_tasks(MAIN_SUITE)) > 1
+
+
+def disentanglement_inputs(w):
+    tasks = suite_tasks(MAIN_SUITE)
+    return {"pretrained": pretrained(), "data": [dataset(t) for t in tasks],
+            "heads": [head(t) for t in tasks],
+            "taskvectors": [taskvector("full", t, FIRST_SEED) for t in tasks]}
+
+
+def disentanglement_spec():
+    return {**eval_spec(FIRST_SEED), "disentanglement": CFG["report"]["disentanglement"]}

@@ -78,3 +78,28 @@ def evaluator_predict(ev, split: str = "test"):
         finally:
             ev.set_weights(None, 0.0)
     return predict
+
+
+def eval_disentanglement(regime: str, tasks: Sequence[str], evaluator_args: Mapping[str, Any],
+                         tv_paths: Sequence[str], out_json: str, config_subset: Mapping[str, Any],
+                         seed: int, alphas: Sequence[float] = DEFAULT_ALPHAS,
+                         max_images: int | None = 200) -> dict[str, Any]:
+    """The suite's pairwise errors on (the first max_images of) each task's test split, as the
+    regime report's eval JSON (kind "disentanglement")."""
+    from .evaluate import Evaluator
+    from .io import check_finite, load_tensors, provenance, save_json
+
+    args = dict(evaluator_args)
+    if max_images is not None:
+        args["data_cfg"] = {**args["data_cfg"], "max_eval_per_task": max_images}
+    ev = Evaluator(regime, tasks=tasks, **args)
+    taus = []
+    for p in tv_paths:
+        tau = load_tensors(p)
+        check_finite(tau, str(p))
+        taus.append(tau)
+    res = {"kind": "disentanglement", "regime": regime, "split": "test", "max_images": max_images,
+           **disentanglement_errors(evaluator_predict(ev, "test"), taus, tasks, alphas)}
+    res["provenance"] = provenance(dict(config_subset), seed=seed)
+    save_json(res, out_json)
+    return res

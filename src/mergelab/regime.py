@@ -28,6 +28,7 @@ PAPER = {
     "ta_nai": "≈ 50",
     "adamerging_minus_ta": "+11 to +15",
     "lowrank_kept_min": "≈ 100 (TSV)",
+    "disentanglement_mean": "small for α ≤ 1 (Ortiz-Jiménez et al. 2023)",
 }
 TARGETS = {
     "zeroshot_avg": (35.0, 60.0),
@@ -51,6 +52,7 @@ LABELS = {
     "ta_nai": "task arithmetic, NAI (%)",
     "adamerging_minus_ta": "layer-wise AdaMerging − task arithmetic (points)",
     "lowrank_kept_min": "rank-r/T truncated τt: lowest kept share of own accuracy (%)",
+    "disentanglement_mean": "weight-disentanglement error, full: mean over task pairs and α (%)",
 }
 
 
@@ -137,6 +139,7 @@ def regime_statistics(evals: Sequence[str | Path], taskvectors: Mapping[str, Seq
     for d in by_kind.get("individual", []):
         ind.setdefault(d["regime"], {}).update(d["test"])
     low = {t: v for d in by_kind.get("lowrank", []) for t, v in d["test"].items()}
+    dis = by_kind.get("disentanglement", [])
     merged = {(d["regime"], d["method"]): d for d in by_kind.get("merged", [])
               if list(d["tasks"]) == list(tasks)}
     stats: dict[str, Any] = {"tasks": list(tasks), "per_task": {}}
@@ -161,6 +164,10 @@ def regime_statistics(evals: Sequence[str | Path], taskvectors: Mapping[str, Seq
         kept = {t: 100 * low[t] / max(ind["full"][t], 1e-12) for t in tasks if t in low}
         stats["per_task"]["lowrank_kept_full"] = kept
         stats["lowrank_kept_min"] = min(kept.values())
+    if dis:
+        stats["disentanglement_mean"] = 100 * dis[0]["mean"]
+        stats["disentanglement_alphas"] = dis[0]["alphas"]
+        stats["disentanglement_pairs"] = {k: 100 * v for k, v in dis[0]["pair_mean"].items()}
     for regime in ind:
         ta = merged.get((regime, ta_method))
         if ta is None:
@@ -210,6 +217,23 @@ def regime_rows(stats: Mapping[str, Any]) -> list[tuple[str, str, str, str, str]
     return rows
 
 
+def disentanglement_table(stats: Mapping[str, Any]) -> str:
+    """The pairwise weight-disentanglement errors (%) as a task × task Markdown table."""
+    tasks, pairs = stats["tasks"], stats["disentanglement_pairs"]
+    alphas = ", ".join(f"{a:g}" for a in stats["disentanglement_alphas"])
+    lines = [f"Weight-disentanglement error (%), full fine-tuning: share of a task's test predictions "
+             f"that adding the other task's vector changes, mean over αs, αt ∈ {{{alphas}}} and the "
+             "pair's two tasks (0: task arithmetic's premise holds):", "",
+             "| | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
+    for s in tasks:
+        cells = []
+        for t in tasks:
+            v = pairs.get(f"{s}|{t}", pairs.get(f"{t}|{s}"))
+            cells.append("" if s == t or v is None else f"{v:.1f}")
+        lines.append(f"| {s} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def write_regime_report(stats: Mapping[str, Any], out_md: str | Path, out_json: str | Path,
                         title: str, provenance_block: Mapping[str, Any]) -> None:
     rows = regime_rows(stats)
@@ -224,6 +248,8 @@ def write_regime_report(stats: Mapping[str, Any], out_md: str | Path, out_json: 
                   "|---|" + "---:|" * len(tasks)]
         for name, vals in per_task.items():
             lines.append(f"| {name} | " + " | ".join(_fmt(vals.get(t)) for t in tasks) + " |")
+    if stats.get("disentanglement_pairs"):
+        lines += ["", disentanglement_table(stats)]
     with atomic_path(out_md) as tmp:
         Path(tmp).write_text("\n".join(lines) + "\n")
     save_json({"statistics": dict(stats), "rows": [dict(zip(("statistic", "paper", "target", "run", "met"), r))
