@@ -77,3 +77,23 @@ def test_alpha_at_the_grid_edge_fails_the_target(tmp_path):
     st = {"ta_normalized_full": 70.0, "ta_alpha_full": "0.1 (1/3, first)", "ta_alpha_inside_full": False}
     rows = {r[0]: r for r in regime.regime_rows(st)}
     assert rows["task arithmetic, chosen α (grid position), full"][4] == "**no**"
+
+
+def test_disentanglement_errors_reach_the_report(tmp_path):
+    tasks = ["a", "b", "c"]
+    zs = _write(tmp_path / "zs.json", {"kind": "zeroshot", "regime": "full", "test": {t: 0.5 for t in tasks}})
+    ind = _write(tmp_path / "ind.json", {"kind": "individual", "regime": "full", "test": {t: 0.9 for t in tasks}})
+    dis = _write(tmp_path / "dis.json", {
+        "kind": "disentanglement", "regime": "full", "tasks": tasks, "alphas": [0.5, 1.0],
+        "pair_mean": {"a|b": 0.1, "a|c": 0.2, "b|c": 0.3}, "mean": 0.2})
+    st = regime.regime_statistics([zs, ind, dis], {}, {}, tasks)
+    assert math.isclose(st["disentanglement_mean"], 20.0)
+    assert st["disentanglement_pairs"] == pytest.approx({"a|b": 10.0, "a|c": 20.0, "b|c": 30.0})
+    rows = {r[0]: r for r in regime.regime_rows(st)}
+    row = rows["weight-disentanglement error, full: mean over task pairs and α (%)"]
+    assert row[3] == "20.0" and row[4] == "–"  # a statistic without a target
+    md, js = tmp_path / "regime.md", tmp_path / "regime.json"
+    regime.write_regime_report(st, md, js, "t", {})
+    text = md.read_text()
+    assert "αs, αt ∈ {0.5, 1}" in text
+    assert "| b | 10.0 |  | 30.0 |" in text  # the symmetric pair matrix, empty diagonal
