@@ -28,7 +28,7 @@ PAPER = {
     "ta_nai": "≈ 50",
     "adamerging_minus_ta": "+11 to +15",
     "lowrank_kept_min": "≈ 100 (TSV)",
-    "disentanglement_mean": "small for α ≤ 1 (Ortiz-Jiménez et al. 2023)",
+    "disentanglement_mean": "small near α = 0 (Ortiz-Jiménez et al. 2023)",
 }
 TARGETS = {
     "zeroshot_avg": (35.0, 60.0),
