@@ -148,6 +148,14 @@ def cmd_eval_reference(a):
                    a.out, spec, spec["seed"], rank_divisor=a.rank_divisor)
 
 
+def cmd_eval_disentanglement(a):
+    spec = _spec(a.spec)
+    from .disentangle import eval_disentanglement
+    opts = spec["disentanglement"]
+    eval_disentanglement(a.regime, a.tasks, _evaluator_args(spec, a), a.taskvectors, a.out, spec,
+                         spec["seed"], alphas=opts["alphas"], max_images=opts["max_images"])
+
+
 def cmd_regime_report(a):
     from .io import provenance
     from .models import build_encoder
@@ -349,6 +357,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--taskvectors", nargs="+")
 
     s.add_argument("--rank-divisor", type=int, help="lowrank: keep r // N triplets per matrix key")
+
+    s = add("eval-disentanglement", cmd_eval_disentanglement,
+            "pairwise weight-disentanglement errors of a suite's task vectors (regime report)")
+    for k in ("--regime", "--spec", "--pretrained", "--out"):
+        s.add_argument(k, required=True)
+    for k in ("--tasks", "--data", "--heads", "--taskvectors"):
+        s.add_argument(k, nargs="+", required=True)
 
     s = add("regime-report", cmd_regime_report, "tables/regime.{md,json}: is the run in the papers' regime?")
     for k in ("--spec", "--pretrained", "--out-md", "--out-json"):
