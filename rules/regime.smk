@@ -40,7 +40,7 @@ rule eval_disentanglement:
     conda:
         "../envs/mergelab.yaml"
     log:
-        f"{LOGS}/eval/full/disentanglement.log",
+        f"{LOGS}/regime/disentanglement_full.log",
     threads: 1
     resources:
         gpu=1,

@@ -78,6 +78,8 @@ def test_outputs_exist_and_are_complete(run_dir):
     table = json.loads((R / "tables" / f"full_{next(iter(cfg['suites']))}.json").read_text())
     assert table["seeds"] == [cfg["seed"]] and not table["seeded_paths"]
     assert all(r["normalized_lo"] <= r["normalized"] <= r["normalized_hi"] for r in table["rows"])
+    regime = (R / "tables" / "regime.md").read_text()  # with the pairwise disentanglement matrix
+    assert "zero-shot average" in regime and "Weight-disentanglement error (%)" in regime
     ev = json.loads((R / "eval" / "full" / next(iter(cfg["suites"])) / "ties.json").read_text())
     assert ev["alpha"] in ev["alpha_grid"]
     prov = ev["provenance"]

@@ -63,7 +63,7 @@ def lowrank_eval(task="{task}", seed="{seed}", ext="json"):
 
 def disentanglement_eval(seed="{seed}"):
     """The weight-disentanglement errors of the main suite's full task vectors (regime report)."""
-    return f"{seed_root(seed)}/eval/full/disentanglement.json"
+    return f"{seed_root(seed)}/regime/disentanglement_full.json"
 
 
 def merged_eval(regime="{regime}", suite="{suite}", method="{method}", seed="{seed}", ext="json"):
