@@ -1,5 +1,5 @@
-"""A fork server that saves each pipeline job the ~8 s of importing torch, open_clip,
-transformers and datasets.
+"""A fork server that saves each pipeline job the time of importing torch, open_clip,
+transformers and datasets (docs/benchmarks.md, "Pipeline run time").
 
 A local Snakemake run starts one server (``onstart`` in rules/common.smk) with the entry
 point the jobs run (``mergelab.cli:run``). The server imports the heavy libraries and that
