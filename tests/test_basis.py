@@ -13,8 +13,9 @@ from mergelab.io import ArtifactError, save_tensors
 from mergelab.merge import run_merge
 from mergelab.methods import build
 from mergelab.methods import linalg as L
-from mergelab.methods.base import DictSource, MergeContext
+from mergelab.methods.base import MergeContext
 from mergelab.methods.mda_am import MdaAM
+from mergelab.taskvectors import DictSource
 
 N = L.FAST_MIN_R
 # two large keys (tall and wide: the basis route), a small matrix and a vector key (not in it)

@@ -20,6 +20,13 @@ from mergelab import forkserver
 ROOT = Path(__file__).resolve().parents[1]
 EXTRA = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 FORKED = "mergelab: job forked from the fork server"
+ENTRY = "mergelab.cli:run"
+
+
+def test_entry_point_is_loaded_by_name():
+    assert forkserver.load_entry("os.path:join")("a", "b") == os.path.join("a", "b")
+    with pytest.raises(ValueError, match="module:function"):
+        forkserver.load_entry("mergelab.cli")
 
 
 def test_env_difference_ignores_runtime_variables():
@@ -47,7 +54,7 @@ def wait_for(condition, timeout: float, what: str) -> None:
 
 @pytest.fixture(scope="module")
 def server():
-    proc, path = forkserver.start(EXTRA)
+    proc, path = forkserver.start(EXTRA, ENTRY)
     wait_for(lambda: os.path.exists(path) or proc.poll() is not None, 180, "fork server not ready")
     assert proc.poll() is None, "fork server exited"
     env = {**os.environ, **EXTRA, forkserver.ENV: path}
@@ -127,8 +134,8 @@ def test_child_stops_when_the_job_process_is_killed(server, tmp_path):
 
 def test_server_exits_with_its_parent():
     """Snakemake killed outright (no onerror hook): the server notices and cleans up."""
-    code = ("import time; from mergelab import forkserver; p, path = forkserver.start({}); "
-            "print(path, flush=True); time.sleep(600)")
+    code = ("import time; from mergelab import forkserver; p, path = forkserver.start({}, %r); "
+            "print(path, flush=True); time.sleep(600)") % ENTRY
     parent = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     path = parent.stdout.readline().strip()
     wait_for(lambda: os.path.exists(path), 180, "fork server not ready")

@@ -10,9 +10,10 @@ from mergelab.evaluate import (COEFFICIENT_PREFIX, ROTATION_PREFIX, Evaluator, R
 from mergelab.io import load_tensors, save_tensors
 from mergelab.methods import build, get_method
 from mergelab.methods.adamerging import FunctionalEncoder, rebuild, softmax_entropy
-from mergelab.methods.base import DictSource, MergeContext, MethodConfigError
+from mergelab.methods.base import MergeContext, MethodConfigError
 from mergelab.methods.mda_am import etf_targets, procrustes_rotation, rotation_from
 from mergelab.models import OpenClipEncoder, create_open_clip, normalize_images
+from mergelab.taskvectors import DictSource
 
 TASKS = ["a", "b", "c"]
 N_CLASSES = [5, 4, 6]

@@ -5,12 +5,13 @@ import pytest
 import torch
 
 from mergelab.methods import build, get_method
-from mergelab.methods.base import DictSource, KeyInfo, MergeContext, MethodConfigError
+from mergelab.methods.base import KeyInfo, MergeContext, MethodConfigError
 from mergelab.methods.basic import TaskArithmetic, Ties
 from mergelab.methods.consensus import tall_mask
 from mergelab.methods.mda import (Mda, _canonical_signs, delta_etf, effective_k, etf_gram, mda_align,
                                   mda_delta_etf, mda_task_vectors)
 from mergelab.methods.wudi import Wudi, wudi_objective, wudi_optimize
+from mergelab.taskvectors import DictSource
 
 ATTN = "visual.transformer.resblocks.0.attn.in_proj_weight"
 

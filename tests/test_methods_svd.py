@@ -12,10 +12,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mergelab.methods import build, get_method
-from mergelab.methods.base import DictSource, KeyInfo, MergeContext, MethodConfigError
+from mergelab.methods.base import KeyInfo, MergeContext, MethodConfigError, disjoint_mean, top_count_mask
 from mergelab.methods.iso import iso_split
-from mergelab.methods.linalg import (GramPolar, block_diag_mask, keep_top_count,
-                                     sign_consensus_mean, smooth_energy, top_svd)
+from mergelab.methods.linalg import GramPolar, block_diag_mask, smooth_energy, top_svd
+from mergelab.taskvectors import DictSource
 
 NAMES = ["tsv_m", "iso_c", "iso_cts", "dc_merge"]
 
@@ -236,13 +236,16 @@ def test_smoothing_property(vals, rho):
 def test_sign_consensus_by_hand():
     stack = torch.tensor([[[1.0, -2.0, 0.0, 1.0]], [[3.0, 1.0, 0.0, -1.0]], [[-1.0, -1.0, 2.0, 0.0]]])
     # sums: 3, -2, 2, 0 -> means over agreeing: (1+3)/2, (-2-1)/2, 2, 0 (sum is 0)
-    out = sign_consensus_mean(stack)
+    out = disjoint_mean(stack, zero_sum="zero")
     assert torch.allclose(out, torch.tensor([[2.0, -1.5, 2.0, 0.0]]))
+    # TIES instead elects the tensor's majority sign (+: two of three sums are > 0) there
+    out = disjoint_mean(stack)
+    assert torch.allclose(out, torch.tensor([[2.0, -1.5, 2.0, 1.0]]))
 
 
 def test_keep_top_count_and_block_mask():
     M = torch.tensor([[1.0, -5.0], [3.0, 2.0]])
-    assert torch.equal(keep_top_count(M, 2), torch.tensor([[0.0, -5.0], [3.0, 0.0]]))
+    assert torch.equal(M * top_count_mask(M, 2), torch.tensor([[0.0, -5.0], [3.0, 0.0]]))
     mask = block_diag_mask(5, 2)
     expect = torch.tensor([[1, 1, 0, 0, 0], [1, 1, 0, 0, 0], [0, 0, 1, 1, 0],
                            [0, 0, 1, 1, 0], [0, 0, 0, 0, 1]], dtype=mask.dtype)

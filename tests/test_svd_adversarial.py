@@ -15,8 +15,9 @@ import torch
 
 from mergelab.methods import build
 from mergelab.methods import linalg as L
-from mergelab.methods.base import DictSource, KeyInfo, MergeContext
+from mergelab.methods.base import KeyInfo, MergeContext
 from mergelab.methods.mda_am import MdaAM
+from mergelab.taskvectors import DictSource
 
 F64 = torch.float64
 TOL = 1e-4

@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from mergelab.methods import build
-from mergelab.methods.base import DictSource, KeyInfo, MergeContext, MethodConfigError, key_seed
+from mergelab.methods.base import KeyInfo, MergeContext, MethodConfigError, key_seed
 from mergelab.methods.trim import whole_model_thresholds
+from mergelab.taskvectors import DictSource
 
 SHAPES = {"a.weight": (12, 9), "a.bias": (12,), "b.weight": (7, 5), "ln.weight": (9,)}
 

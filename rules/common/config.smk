@@ -199,7 +199,7 @@ def method_uses_basis(method):
 def basis_sources():
     """Code whose edits rerun the decompositions: mergelab/basis.py and the methods' linalg."""
     base = Path(workflow.basedir)
-    files = [base / "src" / "mergelab" / "basis.py"] + list(_methods.source_files("tsv_m"))
+    files = [base / "src" / "mergelab" / "basis.py"] + _methods.module_sources("linalg", "base")
     return sorted({str(Path(p).relative_to(base)) for p in files})
 
 

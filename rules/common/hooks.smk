@@ -53,7 +53,7 @@ def start_forkserver():
     if not workflow.local_exec or os.environ.get(forkserver.ENV):
         return
     try:
-        proc, path = forkserver.start({**JOB_ENV, **{k: "1" for k in _THREAD_VARS}})
+        proc, path = forkserver.start({**JOB_ENV, **{k: "1" for k in _THREAD_VARS}}, "mergelab.cli:run")
     except OSError as exc:  # e.g. no writable temporary directory: jobs import for themselves
         print(f"mergelab: fork server not started: {exc}", file=sys.stderr)
         return

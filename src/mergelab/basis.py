@@ -30,8 +30,7 @@ from safetensors import SafetensorError, safe_open
 from .engine import progress
 from .io import ArtifactError, provenance, save_json, save_tensors
 from .methods.base import KeyInfo, is_matrix_key
-from .methods.linalg import KeyBasis, compute_key_basis
-from .methods.tsv import per_task_rank, use_fast
+from .methods.linalg import KeyBasis, compute_key_basis, per_task_rank, use_fast
 from .models import pick_device, seed_everything
 from .taskvectors import SafetensorsSource
 

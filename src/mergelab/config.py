@@ -74,10 +74,11 @@ def _check_shipped_tag(model: dict[str, Any]) -> None:
 
 def _semantic_checks(cfg: dict[str, Any]) -> None:
     from . import methods as M
+    from .data.prepare import task_source
 
     tasks = cfg["data"]["tasks"]
     for name, task in tasks.items():
-        src = task.get("source", "mini")
+        src = task_source(task)
         if src == "mini":
             from .data.mini import MINI_TASKS
             if name not in MINI_TASKS:

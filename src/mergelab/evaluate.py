@@ -13,20 +13,19 @@ import numpy as np
 
 from .engine import Head, predict_with_margin, progress
 from .io import ArtifactError, check_finite, load_json, load_tensors, provenance, save_json
+from .methods.base import COEFFICIENT_PREFIX, ROTATION_PREFIX
 from .models import build_encoder, pick_device
 from .predictions import TaskPredictions, predictions_path, save_predictions
 from .splits import load_split
 
-#: Keys of a merged file that are not weights. ``feature_rotation.<task>`` [d, d]
-#: is applied to task <task>'s image features before its head (MDA Algorithm 2);
-#: ``merge_coefficients.<key>`` holds learned coefficients (AdaMerging, MDA AM) and
-#: is ignored here. Task vectors (individual / zero-shot paths) never carry them.
-ROTATION_PREFIX = "feature_rotation."
-COEFFICIENT_PREFIX = "merge_coefficients."
 
 
 def split_merged(tau: Mapping[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
-    """(weight keys, {task: rotation}) of a merged file; coefficient keys are dropped."""
+    """(weight keys, {task: rotation}) of a merged file; coefficient keys are dropped.
+
+    ``feature_rotation.<task>`` [d, d] is applied to task <task>'s image features before
+    its head (MDA Algorithm 2); ``merge_coefficients.<key>`` (AdaMerging, MDA AM) is not a
+    weight. Task vectors (individual / zero-shot paths) never carry either."""
     weights, rotations = {}, {}
     for k, v in tau.items():
         if k.startswith(ROTATION_PREFIX):

@@ -1,12 +1,13 @@
-"""A fork server that saves each pipeline job the ~8 s of importing torch, open_clip,
-transformers and datasets.
+"""A fork server that saves each pipeline job the time of importing torch, open_clip,
+transformers and datasets (docs/benchmarks.md, "Pipeline run time").
 
-A local Snakemake run starts one server (``onstart`` in rules/common.smk). The server
-imports the heavy libraries once, without running any tensor operation, and waits on a
-Unix socket. A job's ``python -m mergelab.cli ...`` then only connects (``delegate``),
-hands over its argv, working directory, environment and its stdin/stdout/stderr file
-descriptors, and the server forks a child that runs the command exactly as the job
-process would have, writing to the job's own log. The child's exit status becomes the
+A local Snakemake run starts one server (``onstart`` in rules/common.smk) with the entry
+point the jobs run (``mergelab.cli:run``). The server imports the heavy libraries and that
+entry point once, without running any tensor operation, and waits on a Unix socket. A
+job's ``python -m mergelab.cli ...`` then only connects (``delegate``), hands over its argv,
+working directory, environment and its stdin/stdout/stderr file descriptors, and the
+server forks a child that calls the entry point with that argv exactly as the job process
+would have, writing to the job's own log. The child's exit status becomes the
 job's. Signals sent to the job (Snakemake cancelling it) are forwarded to the child, and a
 child whose job process disappears terminates itself.
 
@@ -25,12 +26,13 @@ import signal
 import socket
 import struct
 import sys
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 ENV = "MERGELAB_FORKSERVER"
 # Imported by the server before it forks; each one a job would otherwise import itself.
+# The entry point's module is imported as well.
 PRELOAD = ("numpy", "torch", "safetensors.torch", "tqdm.auto", "open_clip", "datasets",
-           "peft", "mergelab.cli", "mergelab.evaluate", "mergelab.finetune",
+           "peft", "mergelab.evaluate", "mergelab.finetune",
            "mergelab.merge", "mergelab.extract", "mergelab.heads", "mergelab.methods")
 # Read at run time only (not when the preloaded modules were imported), so a job may
 # differ from the server here; every other variable must be equal.
@@ -61,7 +63,7 @@ def _recv_exact(conn: socket.socket, n: int) -> bytes:
 # ----------------------------------------------------------------------------- client
 
 def delegate(argv: list[str]) -> int | None:
-    """Run ``mergelab.cli`` with ``argv`` in a child of the fork server. Returns its exit
+    """Run the server's entry point with ``argv`` in a child of the fork server. Returns its exit
     status, or None when the server is absent or declines (the caller then runs the
     command itself; nothing has been executed)."""
     path = os.environ.get(ENV, "")
@@ -112,7 +114,17 @@ def delegate(argv: list[str]) -> int | None:
 
 # ----------------------------------------------------------------------------- server
 
-def _child(conn: socket.socket, server_env: dict[str, str], added: dict[str, str]) -> None:
+def load_entry(entry: str) -> Callable[[list[str]], int]:
+    """The function named by ``"module:function"`` (argv -> exit status)."""
+    import importlib
+    module, sep, name = entry.partition(":")
+    if not sep or not module or not name:
+        raise ValueError(f"fork server entry point must be 'module:function', got {entry!r}")
+    return getattr(importlib.import_module(module), name)
+
+
+def _child(conn: socket.socket, server_env: dict[str, str], added: dict[str, str],
+           run: Callable[[list[str]], int]) -> None:
     """In the forked child: check the request, take over the job's fds, run the command."""
     signal.signal(signal.SIGCHLD, signal.SIG_DFL)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
@@ -163,8 +175,7 @@ def _child(conn: socket.socket, server_env: dict[str, str], added: dict[str, str
     threading.Thread(target=watch, daemon=True).start()
     rc = 1
     try:
-        from . import cli
-        rc = cli.run(list(req["argv"]))
+        rc = run(list(req["argv"]))
     except SystemExit as exc:
         if exc.code is None:
             rc = 0
@@ -189,9 +200,10 @@ def _child(conn: socket.socket, server_env: dict[str, str], added: dict[str, str
             os._exit(rc)
 
 
-def serve(path: str, parent: int) -> None:
-    """Preload, then fork a child per connection until SIGTERM or until the parent process
-    (Snakemake) is gone. No idle timeout: at paper scale a single job can run for hours."""
+def serve(path: str, parent: int, entry: str) -> None:
+    """Preload, then fork a child per connection, each running ``entry`` ("module:function")
+    on its job's argv, until SIGTERM or until the parent process (Snakemake) is gone. No
+    idle timeout: at paper scale a single job can run for hours."""
     import importlib
     server_env = dict(os.environ)
     for name in PRELOAD:
@@ -199,6 +211,7 @@ def serve(path: str, parent: int) -> None:
             importlib.import_module(name)
         except Exception:  # noqa: BLE001 - an optional library: the job imports it itself
             pass
+    run = load_entry(entry)  # fails before the socket exists: jobs then run on their own
     added = {k: v for k, v in os.environ.items() if server_env.get(k) != v}
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children reap themselves
     stop = []
@@ -218,7 +231,7 @@ def serve(path: str, parent: int) -> None:
             if os.fork() == 0:
                 sock.close()
                 conn.settimeout(None)
-                _child(conn, server_env, added)
+                _child(conn, server_env, added, run)
             conn.close()
     finally:
         sock.close()
@@ -226,21 +239,23 @@ def serve(path: str, parent: int) -> None:
         shutil.rmtree(os.path.dirname(path), ignore_errors=True)  # made by start() for it
 
 
-def start(extra_env: Mapping[str, str]) -> tuple[Any, str]:
+def start(extra_env: Mapping[str, str], entry: str) -> tuple[Any, str]:
     """Start a server for this process (used by the Snakefile's ``onstart``) and return
-    (Popen, socket path). ``extra_env``: what the jobs' shell adds to the environment.
-    The socket lives in a new private temporary directory, removed when the server exits."""
+    (Popen, socket path). ``extra_env``: what the jobs' shell adds to the environment;
+    ``entry``: "module:function" that the jobs' children call with their argv (the
+    function returns the exit status). The socket lives in a new private temporary
+    directory, removed when the server exits."""
     import subprocess
     import tempfile
     path = os.path.join(tempfile.mkdtemp(prefix="mergelab-"), "forkserver.sock")
     env = dict(os.environ)
     env.update(extra_env)
     env.pop(ENV, None)
-    proc = subprocess.Popen([sys.executable, "-m", "mergelab.forkserver", path, str(os.getpid())],
+    proc = subprocess.Popen([sys.executable, "-m", "mergelab.forkserver", path, str(os.getpid()), entry],
                             env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     return proc, path
 
 
 if __name__ == "__main__":
-    serve(sys.argv[1], int(sys.argv[2]))
+    serve(sys.argv[1], int(sys.argv[2]), sys.argv[3])

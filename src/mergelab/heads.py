@@ -25,8 +25,8 @@ from .splits import task_classnames
 
 
 def templates_for(task: str, task_cfg: Mapping[str, Any]) -> list[str]:
-    source = task_cfg.get("source", "mini")
-    if source == "mini":
+    from .data.prepare import task_source
+    if task_source(task_cfg) == "mini":
         from .data.loading import templates_for as mini_templates
         return list(mini_templates(task))
     from .data.paper import templates_for as paper_templates

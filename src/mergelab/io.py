@@ -48,6 +48,24 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+def save_figure(fig, png: str | os.PathLike | None, pdf: str | os.PathLike | None, *,
+                tight: bool = True) -> None:
+    """Write a matplotlib figure atomically as PNG and/or PDF (150 dpi; ``tight``: cropped
+    to its contents) and close it."""
+    import matplotlib.pyplot as plt
+    for path, fmt in ((png, "png"), (pdf, "pdf")):
+        if path is not None:
+            with atomic_path(path) as tmp:
+                fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight" if tight else None)
+    plt.close(fig)
+
+
+def figure_paths(stem: str | os.PathLike) -> tuple[Path, Path]:
+    """``<stem>.png`` and ``<stem>.pdf`` (the stem may contain dots)."""
+    stem = Path(stem)
+    return stem.with_name(stem.name + ".png"), stem.with_name(stem.name + ".pdf")
+
+
 def _test_pause(path: Path, tmp: Path) -> None:
     """Test hook (tests/test_reliability.py), inert unless MERGELAB_TEST_PAUSE_AT is set:
     when ``path`` contains that substring, write ``$MERGELAB_TEST_PAUSE_DIR/paused``

@@ -20,20 +20,13 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .io import (ArtifactError, atomic_path, check_finite, load_json, load_tensors,  # noqa: E402
-                 provenance, save_json)
+from .io import (ArtifactError, atomic_path, check_finite, figure_paths, load_json,  # noqa: E402
+                 load_tensors, provenance, save_figure, save_json)
 
 
 def _pretty(name: str) -> str:
     from .report import pretty
     return pretty(name)
-
-
-def _save(fig, stem: Path) -> None:
-    for fmt in ("png", "pdf"):
-        with atomic_path(stem.with_name(stem.name + f".{fmt}")) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
-    plt.close(fig)
 
 
 def _write_text(text: str, path: Path) -> None:
@@ -117,7 +110,7 @@ def generalization_report(results: Sequence[str | Path], out_stem: str | Path,
     ax.set_xticks(range(len(rows)), names, rotation=40, ha="right")
     ax.set_ylabel("avg. test accuracy on unseen tasks (%)")
     ax.set_title(title, fontsize=9)
-    _save(fig, figure_stem)
+    save_figure(fig, *figure_paths(figure_stem))
     return rows
 
 
@@ -152,7 +145,7 @@ def task_count_figure(results: Sequence[str | Path], out_stem: str | Path, title
     ax.set_title(title or "Accuracy vs number of tasks", fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, frameon=False)
-    _save(fig, out_stem)
+    save_figure(fig, *figure_paths(out_stem))
     save_json({"title": title, "points": {m: [list(p) for p in pts[m]] for m in methods}},
               out_stem.with_name(out_stem.name + ".json"))
     return pts

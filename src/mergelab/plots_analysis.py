@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import json
 import re
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import matplotlib
@@ -25,16 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from . import analysis  # noqa: E402
-from .io import atomic_path  # noqa: E402
-
-
-def _save(fig, out_png, out_pdf) -> None:
-    for path, fmt in ((out_png, "png"), (out_pdf, "pdf")):
-        if path is None:
-            continue
-        with atomic_path(path) as tmp:
-            fig.savefig(tmp, format=fmt, dpi=150, bbox_inches="tight")
-    plt.close(fig)
+from .io import atomic_path, save_figure  # noqa: E402
 
 
 def _write_json(obj: Any, path) -> None:
@@ -63,7 +53,7 @@ def plot_spectrum(spectra: Sequence[Sequence[float]], task_names: Sequence[str],
     ax.set_title("Normalized singular-value spectrum of task vectors (mean over layers)")
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=7, ncol=2 if len(task_names) > 6 else 1)
-    _save(fig, out_png, out_pdf)
+    save_figure(fig, out_png, out_pdf)
 
 
 def analysis_spectrum(taskvector_paths, task_names, out_png, out_pdf, out_json=None, norm: str = "max") -> dict:
@@ -108,7 +98,7 @@ def plot_similarity(sims: Mapping[str, Any], task_names, merged_names, out_png, 
         row[0].set_ylabel("task vector")
     fig.suptitle("Similarity of task vectors (mean over layers)")
     fig.tight_layout()
-    _save(fig, out_png, out_pdf)
+    save_figure(fig, out_png, out_pdf)
 
 
 def analysis_similarity(taskvector_paths, task_names, merged_paths, merged_names, out_png, out_pdf,
@@ -143,7 +133,7 @@ def plot_etf(per_method: Mapping[str, Sequence[Mapping[str, Any]]], n_tasks: int
     ax.set_title("Deviation of the per-task contributions from a simplex ETF" + title_suffix, fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), borderaxespad=0)
-    _save(fig, out_png, out_pdf)
+    save_figure(fig, out_png, out_pdf)
 
 
 def _method_summary(rows: Sequence[Mapping[str, Any]]) -> dict:
@@ -237,7 +227,7 @@ def plot_sensitivity(records: Sequence[Mapping[str, Any]], xlabel: str, out_png,
     ax.grid(alpha=0.3)
     if any(series.keys() - {""}):
         ax.legend(fontsize=8)
-    _save(fig, out_png, out_pdf)
+    save_figure(fig, out_png, out_pdf)
 
 
 __all__ = ["analysis_spectrum", "analysis_similarity", "analysis_etf", "mda_sign_spread_report",

@@ -13,7 +13,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from .io import ArtifactError, atomic_path, load_json, provenance, save_json  # noqa: E402
+from .io import (ArtifactError, atomic_path, figure_paths, load_json, provenance, save_figure,  # noqa: E402
+                 save_json)
 from .predictions import load_predictions, predictions_path  # noqa: E402
 from .uncertainty import METRICS, REFERENCE_ROWS, Bootstrap, summarize, table_statistics  # noqa: E402
 
@@ -273,10 +274,7 @@ def accuracy_figure(df: pd.DataFrame, tasks: Sequence[str], stem: Path, title: s
                  fontsize=10)
     fig.suptitle(title, fontsize=11)
     fig.tight_layout()
-    for ext in (".png", ".pdf"):
-        with atomic_path(stem.with_suffix(ext)) as tmp:
-            fig.savefig(tmp, dpi=150, format=ext[1:])
-    plt.close(fig)
+    save_figure(fig, *figure_paths(stem), tight=False)
 
 
 def rank_figure(table_json: str | Path, stem: str | Path) -> None:
@@ -307,11 +305,7 @@ def rank_figure(table_json: str | Path, stem: str | Path) -> None:
                  + (f" (mean Kendall τ {tau:.2f})" if tau is not None else ""), fontsize=10)
     ax.grid(axis="y", lw=0.3)
     fig.tight_layout()
-    stem = Path(stem)
-    for ext in (".png", ".pdf"):
-        with atomic_path(stem.with_name(stem.name + ext)) as tmp:
-            fig.savefig(tmp, dpi=150, format=ext[1:])
-    plt.close(fig)
+    save_figure(fig, *figure_paths(stem), tight=False)
 
 
 def make_report(spec: Mapping[str, Any], results: Sequence[str | Path], out_dir: str | Path,

@@ -7,6 +7,9 @@ Formats (one safetensors file per task and regime):
   by the Hugging Face CLIP vision weight it updates
   (``vision_model.encoder.layers.0.self_attn.q_proj.weight`` …); the factors
   are kept beside it in ``<task>.lora.safetensors`` (``<key>.lora_A``/``lora_B``).
+
+The methods read task vectors through a ``TaskVectorSource``: ``SafetensorsSource`` (the
+pipeline) or ``DictSource`` (tests, benchmarks).
 """
 from __future__ import annotations
 
@@ -17,7 +20,6 @@ import torch
 from safetensors import SafetensorError, safe_open
 
 from .io import ArtifactError, check_finite
-from .methods.base import TaskVectorSource
 
 
 def task_vector(finetuned: Mapping[str, torch.Tensor],
@@ -40,6 +42,29 @@ def task_vector(finetuned: Mapping[str, torch.Tensor],
                                 f"pretrained shape {tuple(p.shape)} (another architecture?)")
         out[k] = (f.float() - p.float())
     return out
+
+
+class TaskVectorSource:
+    """Protocol: ``keys()`` lists the keys, ``get(key)`` returns one tensor per task."""
+
+    def keys(self) -> list[str]:  # pragma: no cover - protocol
+        raise NotImplementedError
+
+    def get(self, key: str) -> list[torch.Tensor]:  # pragma: no cover - protocol
+        raise NotImplementedError
+
+
+class DictSource(TaskVectorSource):
+    """In-memory source (tests, benchmarks)."""
+
+    def __init__(self, taus: Sequence[Mapping[str, torch.Tensor]]):
+        self.taus = list(taus)
+
+    def keys(self) -> list[str]:
+        return list(self.taus[0].keys())
+
+    def get(self, key: str) -> list[torch.Tensor]:
+        return [t[key] for t in self.taus]
 
 
 class SafetensorsSource(TaskVectorSource):

@@ -5,10 +5,15 @@ from pathlib import Path
 from typing import Any, Mapping
 
 
+def task_source(task_cfg: Mapping[str, Any]) -> str:
+    """Where a task's data comes from: "mini", "hub" or "local" (config key
+    ``data.tasks.<task>.source``; "mini" when unset, as in config/schema.yaml)."""
+    return task_cfg.get("source", "mini")
+
+
 def prepare_task(task: str, task_cfg: Mapping[str, Any], out_dir: str | Path, seed: int = 0,
                  mini: Mapping[str, Any] | None = None, cache_dir: str | None = None) -> None:
-    source = task_cfg.get("source", "mini")
-    if source == "mini":
+    if task_source(task_cfg) == "mini":
         from .mini import build_task
         mini = dict(mini or {})
         build_task(task, out_dir, seed=seed, n_train=mini.get("n_train", 2400),

@@ -58,11 +58,17 @@ def build(name: str, **params: Any) -> MergeMethod:
 def source_files(name: str) -> list[Path]:
     """Source files whose edits must rerun this method's merges: its module and every
     module of this package it imports (transitively), e.g. ``base.py``, ``linalg.py``."""
-    import ast
     if name not in REGISTRY:
         raise UnknownMethodError(f"unknown merge method '{name}'")
+    return module_sources(REGISTRY[name].split(":")[0].rsplit(".", 1)[-1])
+
+
+def module_sources(*modules: str) -> list[Path]:
+    """The files of these modules of this package (e.g. "linalg") and of every module of
+    this package they import, transitively."""
+    import ast
     here = Path(__file__).resolve().parent
-    todo = [REGISTRY[name].split(":")[0].rsplit(".", 1)[-1]]
+    todo = list(modules)
     seen: set[str] = set()
     while todo:
         mod = todo.pop()

@@ -17,7 +17,7 @@ minimisation on unlabeled test images.
 The merged vector written to disk is τm = Σt λt,l τt,l (so the pipeline
 evaluates it at α = 1, grid ``fixed1``), plus one ``merge_coefficients.<key>``
 tensor [T] per key holding the learned (clamped) λ of that key; the evaluator
-ignores those keys (see ``mergelab.evaluate.COEFFICIENT_PREFIX``). The same
+ignores those keys (see ``mergelab.methods.base.COEFFICIENT_PREFIX``). The same
 numbers go into the merge JSON (``aux``). See ``docs/data_based.md``.
 
 The module also holds the shared machinery of entropy-based coefficient
@@ -31,9 +31,8 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 import torch
 from torch.func import functional_call
 
-from ..evaluate import COEFFICIENT_PREFIX
 from ..models import normalize_images
-from .base import MergeContext, MergeMethod, MethodConfigError, TaskVectorSource
+from .base import COEFFICIENT_PREFIX, MergeContext, MergeMethod, MethodConfigError, TaskVectorSource
 
 
 #: ``init`` value: start λ at another method instance's validated α (its eval JSON)

@@ -18,6 +18,8 @@ from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 import torch
 
+from ..taskvectors import TaskVectorSource
+
 #: α grids of the spec (methods.md), by name.
 ALPHA_GRIDS: dict[str, list[float]] = {
     "fixed1": [1.0],
@@ -26,6 +28,12 @@ ALPHA_GRIDS: dict[str, list[float]] = {
     # 0.1 … 3.0 step 0.1
     "svd": [round(0.1 * i, 10) for i in range(1, 31)],
 }
+
+
+#: prefixes of the non-weight tensors a data-based merge writes beside τm: AdaMerging's
+#: and MDA AM's learned coefficients, MDA AM's feature rotations (``evaluate.split_merged``)
+COEFFICIENT_PREFIX = "merge_coefficients."
+ROTATION_PREFIX = "feature_rotation."
 
 
 class MethodConfigError(ValueError):
@@ -126,7 +134,7 @@ class MergeMethod:
         raise NotImplementedError
 
     # -- whole-model path ---------------------------------------------------
-    def merge(self, store: "TaskVectorSource", ctx: MergeContext,
+    def merge(self, store: TaskVectorSource, ctx: MergeContext,
               progress: Callable[[Iterable], Iterable] = lambda x: x) -> dict[str, torch.Tensor]:
         out: dict[str, torch.Tensor] = {}
         for key in progress(store.keys()):
@@ -147,55 +155,48 @@ class MergeMethod:
         return list(ALPHA_GRIDS[cls.alpha_grid])
 
 
-class TaskVectorSource:
-    """Protocol: ``keys()`` lists the keys, ``get(key)`` returns one tensor per task."""
-
-    def keys(self) -> list[str]:  # pragma: no cover - protocol
-        raise NotImplementedError
-
-    def get(self, key: str) -> list[torch.Tensor]:  # pragma: no cover - protocol
-        raise NotImplementedError
-
-
-class DictSource(TaskVectorSource):
-    """In-memory source (tests, benchmarks)."""
-
-    def __init__(self, taus: Sequence[Mapping[str, torch.Tensor]]):
-        self.taus = list(taus)
-
-    def keys(self) -> list[str]:
-        return list(self.taus[0].keys())
-
-    def get(self, key: str) -> list[torch.Tensor]:
-        return [t[key] for t in self.taus]
-
-
 # -- helpers shared by several methods ---------------------------------------
 
-def disjoint_mean(stack: torch.Tensor) -> torch.Tensor:
-    """TIES sign election + disjoint mean over dim 0.
+def vector_mean(taus: Sequence[torch.Tensor]) -> torch.Tensor:
+    """Mean of the task vectors in float32: weight averaging, and how the SVD-family
+    methods merge vector keys."""
+    return torch.stack([t.float() for t in taus]).mean(dim=0)
 
-    Elected sign = sign of the sum (entries whose sum is 0 get the majority sign
-    of the whole tensor); the result is the mean of the entries that agree with
-    the elected sign, 0 where none agrees.
+
+def disjoint_mean(stack: torch.Tensor, *, zero_sum: str = "majority") -> torch.Tensor:
+    """TIES sign election + disjoint mean over dim 0: the mean of the nonzero entries whose
+    sign is the elected one (the sign of the sum), 0 where none is.
+
+    Where the sum is 0 the two codes differ: ``zero_sum="majority"`` (TIES) elects the
+    majority sign of the whole tensor there; ``"zero"`` (DC-Merge) returns 0 there.
     """
+    if zero_sum not in ("majority", "zero"):
+        raise ValueError(f"disjoint_mean: zero_sum must be 'majority' or 'zero', got {zero_sum!r}")
     total = stack.sum(dim=0)
     elected = torch.sign(total)
-    majority = torch.sign(elected.sum())
-    if majority == 0:
-        majority = torch.ones((), dtype=stack.dtype, device=stack.device)
-    elected = torch.where(elected == 0, majority, elected)
+    if zero_sum == "majority":
+        majority = torch.sign(elected.sum())
+        if majority == 0:
+            majority = torch.ones((), dtype=stack.dtype, device=stack.device)
+        elected = torch.where(elected == 0, majority, elected)
     agree = (torch.sign(stack) == elected) & (stack != 0)
     count = agree.sum(dim=0).clamp(min=1)
-    return (stack * agree).sum(dim=0) / count
+    mean = (stack * agree).sum(dim=0) / count
+    if zero_sum == "zero":
+        mean = torch.where(total == 0, torch.zeros_like(mean), mean)
+    return mean
+
+
+def top_count_mask(t: torch.Tensor, count: int) -> torch.Tensor:
+    """Boolean mask of the ``count`` largest |entries| of t (ties at the threshold kept;
+    all of t when count >= t.numel())."""
+    n = t.numel()
+    if count >= n:
+        return torch.ones_like(t, dtype=torch.bool)
+    thresh = torch.kthvalue(t.abs().flatten(), n - count + 1).values
+    return t.abs() >= thresh
 
 
 def topk_mask(t: torch.Tensor, fraction: float) -> torch.Tensor:
     """Boolean mask of the top ``fraction`` entries of |t| (at least one)."""
-    n = t.numel()
-    k = max(1, int(round(n * fraction)))
-    if k >= n:
-        return torch.ones_like(t, dtype=torch.bool)
-    flat = t.abs().flatten()
-    thresh = torch.kthvalue(flat, n - k + 1).values
-    return t.abs() >= thresh
+    return top_count_mask(t, max(1, int(round(t.numel() * fraction))))

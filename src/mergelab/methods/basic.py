@@ -6,7 +6,7 @@ from typing import Callable, Iterable, Sequence
 import torch
 
 from .base import (KeyInfo, MergeContext, MergeMethod, MethodConfigError, TaskVectorSource,
-                   disjoint_mean, topk_mask)
+                   disjoint_mean, topk_mask, vector_mean)
 from .trim import ties_merge_streamed, whole_model_thresholds
 
 
@@ -17,7 +17,7 @@ class WeightAveraging(MergeMethod):
     alpha_grid = "fixed1"
 
     def merge_key(self, taus: Sequence[torch.Tensor], info: KeyInfo) -> torch.Tensor:
-        return torch.stack([t.float() for t in taus]).mean(dim=0)
+        return vector_mean(taus)
 
 
 class TaskArithmetic(MergeMethod):

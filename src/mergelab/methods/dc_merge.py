@@ -35,10 +35,9 @@ from typing import Sequence
 
 import torch
 
-from .base import KeyInfo, MergeMethod, MethodConfigError
-from .linalg import (F32, F64, GramPolar, assemble, block_diag_mask, keep_top_count, key_basis,
-                     sign_consensus_mean, smooth_energy)
-from .tsv import per_task_rank, task_triplets, use_fast, vector_mean
+from .base import KeyInfo, MergeMethod, MethodConfigError, disjoint_mean, top_count_mask, vector_mean
+from .linalg import (F32, F64, GramPolar, assemble, block_diag_mask, key_basis, per_task_rank,
+                     smooth_energy, task_triplets, use_fast)
 
 SMOOTHINGS = ("auto", "none", "avg", "linear")
 
@@ -96,8 +95,8 @@ class DCMerge(MergeMethod):
         for t in range(T):
             blk = slice(t * k, (t + 1) * k)
             Mt = (half_u[:, blk] * Ss[t]) @ half_v[:, blk].T
-            Ms.append(keep_top_count(Mt, count))
-        A = sign_consensus_mean(torch.stack(Ms))
+            Ms.append(Mt * top_count_mask(Mt, count))
+        A = disjoint_mean(torch.stack(Ms), zero_sum="zero")
         block = min(c, max(1, int(round(k * float(self.params["mask_scale"])))))
         A = A * block_diag_mask(c, block, dtype=F64, device=A.device)
         if fast:

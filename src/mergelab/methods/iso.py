@@ -21,10 +21,9 @@ from typing import Sequence
 
 import torch
 
-from .base import KeyInfo, MergeMethod, MethodConfigError
+from .base import KeyInfo, MergeMethod, MethodConfigError, vector_mean
 from .linalg import (CERT_TOL, F64, GramPolar, _svd_exact, assemble, certified_top_eigh,
-                     certified_top_svd, gram_bound, gram_floor, robust_svd, top_svd)
-from .tsv import use_fast, vector_mean
+                     certified_top_svd, gram_bound, gram_floor, robust_svd, top_svd, use_fast)
 
 
 def sum_f64(taus: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -27,11 +27,10 @@ from typing import Callable, Iterable, Sequence
 import torch
 
 from .base import (KeyInfo, MergeContext, MergeMethod, MethodConfigError, TaskVectorSource,
-                   disjoint_mean, is_matrix_key, key_seed, topk_mask)
+                   disjoint_mean, is_matrix_key, key_seed, topk_mask, vector_mean)
 from .basic import check_trim
 from .linalg import F64, robust_svd
 from .trim import ties_merge_streamed, whole_model_thresholds
-from .tsv import vector_mean
 
 #: singular values at or below this are dropped (the public code's support threshold)
 SIGMA_FLOOR = 1e-5

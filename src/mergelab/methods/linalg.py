@@ -18,27 +18,33 @@ from doing less work, not from approximating:
   factor only ever multiply zero rows/columns, so the result is the same.
   A nearly rank-deficient X (κ > 1e5, where the Gram would lose digits; two
   identical tasks) falls back to the SVD route of the spec.
+
+The per-task rank k, the choice of route by key size (``use_fast``) and the per-task
+triplets (``task_triplets``) are here too, so every SVD-family method and the shared
+basis (``mergelab.basis``) take them from one place.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING, Sequence
 
 import torch
+
+if TYPE_CHECKING:
+    from .base import KeyInfo
 
 F64 = torch.float64
 F32 = torch.float32
 
 
 def robust_svd(X: torch.Tensor, full_matrices: bool = False):
-    """``torch.linalg.svd`` that does not give up: LAPACK's divide-and-conquer SVD can
-    fail to converge in float32 on some matrices (seen on ViT-B-32 ``out_proj``
-    Iso-CTS blocks with one thread). Then the same SVD is done in float64 and the
-    factors are returned in the input dtype."""
+    """``torch.linalg.svd`` that does not give up: where LAPACK's divide-and-conquer SVD
+    fails to converge in float32 (docs/benchmarks.md, "robust_svd"), the same SVD is done
+    in float64 and the factors are returned in the input dtype."""
     m, n = X.shape[-2:]
     if m < n and m >= FAST_MIN_R and not full_matrices:
-        # LAPACK's SVD of a wide matrix is about twice as slow as that of its transpose
-        # (768×3072: 0.64 s vs 0.31 s on one core); small matrices keep the default
-        # orientation, so the small-model results are bit-identical to before
+        # LAPACK is slower on a wide matrix than on its transpose (docs/benchmarks.md);
+        # small matrices keep the default orientation, so their results do not change
         V, S, Uh = robust_svd(X.mT)
         return Uh.mT, S, V.mT
     try:
@@ -184,6 +190,32 @@ def certified_top_svd(A: torch.Tensor, k: int, *, tol: float = CERT_TOL, per_vec
     return U, S, V, Certificate("svd", bound)
 
 
+# -- per-task rank and route, shared by TSV-M, DC-Merge, Iso, MDA and the shared basis ---
+
+def per_task_rank(info: "KeyInfo", r: int, T: int) -> int:
+    """k = r // T triplets per task; in the LoRA regime at most the LoRA rank, since the
+    dense ΔW = B·A has no more and the triplets beyond it are rounding noise."""
+    k = r // T
+    if info.regime == "lora" and info.lora_rank:
+        k = min(k, int(info.lora_rank))
+    return k
+
+
+def use_fast(shape, exact: bool) -> bool:
+    """Whether a key takes the ``KeyBasis`` route (large keys, unless ``exact`` asks for the
+    per-task route; both are exact, this one can be shared across methods)."""
+    return not exact and min(shape) >= FAST_MIN_R
+
+
+def task_triplets(taus: Sequence[torch.Tensor], k: int, exact: bool = False):
+    """Top-k triplets of every task by ``top_svd``: lists of U (m×k), S (k,), V (n×k)."""
+    Us, Ss, Vs = [], [], []
+    for t in taus:
+        U, S, V = top_svd(t.float(), k, exact=exact)
+        Us.append(U), Ss.append(S), Vs.append(V)
+    return Us, Ss, Vs
+
+
 def cat_tasks(X: torch.Tensor) -> torch.Tensor:
     """[T, p, k] -> p × (T·k), task blocks side by side."""
     T, p, k = X.shape
@@ -325,26 +357,6 @@ def smooth_energy(e: torch.Tensor, mode: str, rho: float) -> torch.Tensor:
         w = torch.linspace(rp, 1.0, k, dtype=e.dtype, device=e.device)
         return total * (w / w.sum())
     raise ValueError(f"unknown smoothing '{mode}'")
-
-
-def sign_consensus_mean(stack: torch.Tensor) -> torch.Tensor:
-    """TIES-style merge over dim 0 as in DC-Merge: elected sign = sign of the sum;
-    mean over the entries whose sign equals it; 0 where the sum is 0."""
-    summed = stack.sum(dim=0)
-    elected = torch.sign(summed)
-    agree = torch.sign(stack) == elected.unsqueeze(0)
-    count = agree.sum(dim=0).clamp(min=1)
-    res = (stack * agree).sum(dim=0) / count
-    return torch.where(summed == 0, torch.zeros_like(res), res)
-
-
-def keep_top_count(M: torch.Tensor, count: int) -> torch.Tensor:
-    """Keep the ``count`` largest |entries| of M (ties at the threshold kept), zero the rest."""
-    flat = M.abs().flatten()
-    if count >= flat.numel():
-        return M
-    thr = torch.topk(flat, count).values.min()
-    return M * (M.abs() >= thr)
 
 
 def block_diag_mask(n: int, block: int, dtype=F64, device=None) -> torch.Tensor:

@@ -25,7 +25,7 @@ No public code exists; the interpretation, and why, is written down in
 Vector keys merge as the mean. ``sign_seed`` replaces the canonical signs by a
 random valid convention (docs/mda.md measures the spread of ``left_vectors``).
 
-Speed: large keys (``tsv.use_fast``: min side >= ``linalg.FAST_MIN_R``, the ViT-B/L
+Speed: large keys (``linalg.use_fast``: min side >= ``linalg.FAST_MIN_R``, the ViT-B/L
 matrices) take the top-k triplets and the polar factors from ``linalg.KeyBasis`` (exact:
 certified float64 Gram ``eigh`` or float64 SVD; shared with TSV-M and DC-Merge when the
 pipeline computed it once for the suite: ``mergelab.basis``) instead of a full SVD per
@@ -42,9 +42,8 @@ from typing import Sequence
 
 import torch
 
-from .base import KeyInfo, MergeMethod, MethodConfigError, key_seed
-from .linalg import KeyBasis, cat_tasks, key_basis, robust_svd
-from .tsv import use_fast
+from .base import KeyInfo, MergeMethod, MethodConfigError, key_seed, vector_mean
+from .linalg import KeyBasis, cat_tasks, key_basis, robust_svd, use_fast
 
 
 def polar(a: torch.Tensor) -> torch.Tensor:
@@ -274,7 +273,7 @@ class Mda(MergeMethod):
     def merge_key(self, taus: Sequence[torch.Tensor], info: KeyInfo) -> torch.Tensor:
         shape = taus[0].shape
         if not info.is_matrix or len(shape) != 2 or min(shape) < len(taus):
-            return torch.stack([t.float() for t in taus]).mean(dim=0)
+            return vector_mean(taus)
         lora_rank = info.lora_rank if info.regime == "lora" else None
         k = effective_k(shape[0], shape[1], len(taus), self.params["k_fraction"], lora_rank)
         return mda_merge(taus, k, self.params["etf"], self.params["exact"], info.basis,

@@ -28,9 +28,8 @@ from typing import Any, Mapping
 
 import torch
 
-from ..evaluate import ROTATION_PREFIX
 from .adamerging import FROM_METHOD, EntropyMerging, softmax_entropy
-from .base import MergeContext, MethodConfigError, TaskVectorSource, is_matrix_key
+from .base import ROTATION_PREFIX, MergeContext, MethodConfigError, TaskVectorSource, is_matrix_key
 from .linalg import robust_svd
 from .mda import effective_k, mda_task_vectors, polar
 

@@ -20,32 +20,8 @@ from typing import Sequence
 
 import torch
 
-from .base import KeyInfo, MergeMethod, MethodConfigError
-from .linalg import FAST_MIN_R, GramPolar, assemble, key_basis, top_svd
-
-
-def vector_mean(taus: Sequence[torch.Tensor]) -> torch.Tensor:
-    return torch.stack([t.float() for t in taus]).mean(dim=0)
-
-
-def per_task_rank(info: KeyInfo, r: int, T: int) -> int:
-    k = r // T
-    if info.regime == "lora" and info.lora_rank:
-        k = min(k, int(info.lora_rank))
-    return k
-
-
-def use_fast(shape, exact: bool) -> bool:
-    return not exact and min(shape) >= FAST_MIN_R
-
-
-def task_triplets(taus: Sequence[torch.Tensor], k: int, exact: bool = False):
-    """Top-k triplets of every task, concatenated: X_U (m×Tk), S (Tk,), X_V (n×Tk)."""
-    Us, Ss, Vs = [], [], []
-    for t in taus:
-        U, S, V = top_svd(t.float(), k, exact=exact)
-        Us.append(U), Ss.append(S), Vs.append(V)
-    return Us, Ss, Vs
+from .base import KeyInfo, MergeMethod, MethodConfigError, vector_mean
+from .linalg import GramPolar, assemble, key_basis, per_task_rank, task_triplets, use_fast
 
 
 class TSVMerge(MergeMethod):

@@ -30,7 +30,7 @@ from typing import Sequence
 
 import torch
 
-from .base import KeyInfo, MergeMethod, MethodConfigError
+from .base import KeyInfo, MergeMethod, MethodConfigError, vector_mean
 
 #: suffixes of the keys WUDI optimises (open_clip and Hugging Face CLIP names)
 WUDI_SUFFIXES = (
@@ -103,5 +103,5 @@ class Wudi(MergeMethod):
         if not is_wudi_key(info.key, taus[0].shape):
             if self.params["other_keys"] == "zero":
                 return torch.zeros_like(taus[0], dtype=torch.float32)
-            return torch.stack([t.float() for t in taus]).mean(dim=0)
+            return vector_mean(taus)
         return wudi_optimize(taus, lr=float(self.params["lr"]), steps=self.params["steps"])
