@@ -21,6 +21,7 @@ from typing import Sequence
 import torch
 
 from .base import KeyInfo, MergeMethod, MethodConfigError
+from .base import Flag, Param
 from .linalg import FAST_MIN_R, GramPolar, assemble, key_basis, top_svd
 
 
@@ -50,13 +51,10 @@ def task_triplets(taus: Sequence[torch.Tensor], k: int, exact: bool = False):
 
 class TSVMerge(MergeMethod):
     name = "tsv_m"
+    display_name = "TSV-M"
     alpha_grid = "svd"
-    defaults = {"exact": False}
+    parameters = (Param("exact", False, Flag()),)
     shared_basis = True
-
-    def validate(self) -> None:
-        if not isinstance(self.params["exact"], bool):
-            raise MethodConfigError("method 'tsv_m': exact must be a bool")
 
     def merge_key(self, taus: Sequence[torch.Tensor], info: KeyInfo) -> torch.Tensor:
         if not info.is_matrix:
