@@ -170,3 +170,35 @@ def test_display_names_come_from_the_registry():
                       "mda": "MDA (TA)", "custom": "custom"}
     assert pretty("zeroshot") == "Zero-shot" and pretty("task_arithmetic") == "Task arithmetic"
     assert pretty("dare_ta", labels) == "DARE (TA)"
+
+
+def test_ablation_tables_name_rows_by_their_method(tmp_path, monkeypatch):
+    import matplotlib.pyplot as plt
+
+    from mergelab.io import save_json
+    from mergelab.plots_ablation import generalization_report, task_count_figure
+    merge = {"mda_am_norot": {"registry_method": "mda_am", "params": {"rotation": False}},
+             "ties": {"registry_method": "ties", "params": {"k": 20}}}
+    gen = []
+    for i, (inst, m) in enumerate(merge.items()):
+        gen.append(tmp_path / f"gen_{inst}.json")
+        save_json({"method": inst, "suite": "s", "regime": "full", "heldout": ["a"],
+                   "test": {"a": 0.5 + 0.1 * i}, "zeroshot": {"a": 0.4}, "mean": 0.5 + 0.1 * i,
+                   "mean_zeroshot": 0.4, "merge": m}, gen[-1])
+    generalization_report(gen, tmp_path / "gen")
+    md = (tmp_path / "gen.md").read_text()
+    assert "| Zero-shot | 40.0 |" in md and "| MDA (AM, no rotation) | 50.0 |" in md
+    assert "| TIES | 60.0 |" in md
+    counts = []
+    for inst, m in merge.items():
+        for n in (2, 3):
+            counts.append(tmp_path / f"tc_{inst}_{n}.json")
+            tasks = [f"t{j}" for j in range(n)]
+            save_json({"method": inst, "tasks": tasks, "test_normalized": {t: 0.9 for t in tasks},
+                       "merge": m}, counts[-1])
+    legend = []
+    plot = plt.Axes.plot
+    monkeypatch.setattr(plt.Axes, "plot", lambda ax, *a, **kw: legend.append(kw.get("label"))
+                        or plot(ax, *a, **kw))
+    task_count_figure(counts, tmp_path / "tc")
+    assert legend == ["MDA (AM, no rotation)", "TIES"]

@@ -250,8 +250,8 @@ class AdaMerging(EntropyMerging):
     display_name = "AdaMerging"
 
     @classmethod
-    def label(cls, params=None) -> str:
-        granularity = {**cls.defaults, **(params or {})}["granularity"]
+    def label(cls, params: Mapping[str, Any] | None = None) -> str:
+        granularity = cls.completed(params)["granularity"]
         return f"AdaMerging ({granularity})"
 
 

@@ -313,6 +313,11 @@ class MergeMethod:
         """The display name of an instance with ``params`` (default: ``display_name``)."""
         return cls.display_name or cls.name
 
+    @classmethod
+    def completed(cls, params: Mapping[str, Any] | None) -> dict[str, Any]:
+        """``params`` with the defaults of the parameters it leaves out (for ``label``)."""
+        return {**cls.defaults, **(params or {})}
+
     def uses_shared_basis(self) -> bool:
         """Whether this instance reads the shared basis (``exact: true`` computes its own)."""
         return self.shared_basis and not self.params.get("exact", False)

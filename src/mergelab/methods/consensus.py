@@ -68,7 +68,7 @@ class Consensus(MergeMethod):
     needs_data = True
     parameters = (
         Param("k", 2, Number(low=0, integer=True)),  # masks an entry must be active in
-        # the λ grid, ascending (the uint8 levels hold at most 255)
+        # the λ grid, kept sorted ascending (the uint8 levels count at most 255 λ)
         Param("lambdas", DEFAULT_LAMBDAS, Numbers(Number(low=0), max_length=255),
               convert=lambda lams: tuple(sorted(float(x) for x in lams))),
     )

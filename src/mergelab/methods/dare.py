@@ -23,7 +23,7 @@ seed, same mask) instead of holding the dropped model.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
@@ -61,8 +61,8 @@ class Dare(MergeMethod):
     )
 
     @classmethod
-    def label(cls, params=None) -> str:
-        base = {**cls.defaults, **(params or {})}["base"]
+    def label(cls, params: Mapping[str, Any] | None = None) -> str:
+        base = cls.completed(params)["base"]
         return f"DARE ({'TIES' if base == 'ties' else 'TA'})"
 
     def merge_key(self, taus: Sequence[torch.Tensor], info: KeyInfo) -> torch.Tensor:

@@ -22,7 +22,7 @@ in the ranking.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
@@ -82,8 +82,8 @@ class KnOTS(MergeMethod):
     )
 
     @classmethod
-    def label(cls, params=None) -> str:
-        dare_p = {**cls.defaults, **(params or {})}["dare_p"]
+    def label(cls, params: Mapping[str, Any] | None = None) -> str:
+        dare_p = cls.completed(params)["dare_p"]
         return "KnOTS (DARE-TIES)" if dare_p else "KnOTS"
 
     def decompose(self, taus: Sequence[torch.Tensor], seed: int) -> tuple[torch.Tensor, torch.Tensor]:

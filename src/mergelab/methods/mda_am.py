@@ -24,7 +24,7 @@ task's features before its head.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Mapping
 
 import torch
 
@@ -101,8 +101,8 @@ class MdaAM(EntropyMerging):
     )
 
     @classmethod
-    def label(cls, params=None) -> str:
-        rotation = {**cls.defaults, **(params or {})}["rotation"]
+    def label(cls, params: Mapping[str, Any] | None = None) -> str:
+        rotation = cls.completed(params)["rotation"]
         return "MDA (AM)" if rotation else "MDA (AM, no rotation)"
 
     # -- Algorithm 1 per-task vectors -------------------------------------------
