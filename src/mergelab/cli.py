@@ -37,7 +37,9 @@ def cmd_methods(a):
     for name in M.available():
         cls = M.get_method(name)
         print(f"{name:20s} regimes={','.join(cls.regimes):10s} grid={cls.alpha_grid:6s} "
-              f"data={'yes' if cls.needs_data else 'no':3s} defaults={dict(cls.defaults)}")
+              f"data={'yes' if cls.needs_data else 'no':3s} ({cls.label()})")
+        for p in cls.parameters:
+            print(f"    {p.name} = {p.default!r}: {p.accepts.allowed}")
 
 
 def cmd_prepare_task(a):

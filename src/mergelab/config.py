@@ -122,9 +122,11 @@ def _semantic_checks(cfg: dict[str, Any]) -> None:
         except KeyError as exc:
             raise ConfigError(f"config key 'methods.{inst}.method': {exc}") from None
         try:
-            cls(**spec.get("params", {}))
+            cls(**spec.get("params", {}))  # checked against the method's declared parameters
         except (ValueError, TypeError) as exc:
-            raise ConfigError(f"config key 'methods.{inst}.params': {exc}") from None
+            param = getattr(exc, "param", None)
+            key = f"methods.{inst}.params" + (f".{param}" if param else "")
+            raise ConfigError(f"config key '{key}': {exc}") from None
         for r in spec.get("regimes") or []:
             if r not in cls.regimes:
                 raise ConfigError(f"config key 'methods.{inst}.regimes': method "

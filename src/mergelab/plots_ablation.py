@@ -24,9 +24,11 @@ from .io import (ArtifactError, atomic_path, check_finite, figure_paths, load_js
                  load_tensors, provenance, save_figure, save_json)
 
 
-def _pretty(name: str) -> str:
-    from .report import pretty
-    return pretty(name)
+def _labels(results: Sequence[Mapping[str, Any]]) -> dict[str, str]:
+    """Row name -> display name: the reference rows' and each result JSON's method instance's
+    (``report.instance_labels``)."""
+    from .report import REFERENCE_LABELS, instance_labels
+    return {**REFERENCE_LABELS, **instance_labels({d["method"]: d for d in results})}
 
 
 def _write_text(text: str, path: Path) -> None:
@@ -66,6 +68,7 @@ def eval_generalization(inst: str, regime: str, suite: str, heldout: Sequence[st
         "zeroshot": {t: zs[t] for t in heldout},
         "mean": sum(test.values()) / len(test),
         "mean_zeroshot": sum(zs[t] for t in heldout) / len(heldout),
+        "merge": {k: (merged_eval.get("merge") or {}).get(k) for k in ("registry_method", "params")},
         "provenance": provenance(dict(config_subset), seed=seed),
     }
     save_predictions({"test": preds}, predictions_path(out_json))
@@ -91,11 +94,12 @@ def generalization_report(results: Sequence[str | Path], out_stem: str | Path,
     rows += [{"method": r["method"], **{t: 100 * r["test"][t] for t in heldout}, "mean": 100 * r["mean"]}
              for r in recs]
     cols = ["method", *heldout, "mean"]
+    labels = _labels(recs)
     md = ["| " + " | ".join(["Method", *heldout, "Avg."]) + " |",
           "|" + "---|" * len(cols)]
     csv = [",".join(cols)]
     for row in rows:
-        md.append("| " + " | ".join([_pretty(row["method"])] + [f"{row[c]:.1f}" for c in cols[1:]]) + " |")
+        md.append("| " + " | ".join([labels[row["method"]]] + [f"{row[c]:.1f}" for c in cols[1:]]) + " |")
         csv.append(",".join([row["method"]] + [f"{row[c]:.4f}" for c in cols[1:]]))
     title = (f"Generalization: merged on '{recs[0]['suite']}' ({recs[0]['regime']}), "
              f"tested on unseen tasks")
@@ -104,7 +108,7 @@ def generalization_report(results: Sequence[str | Path], out_stem: str | Path,
     save_json({"title": title, "rows": rows}, out_stem.with_name(out_stem.name + ".json"))
 
     fig, ax = plt.subplots(figsize=(1.5 + 0.6 * len(rows), 3.2))
-    names = [_pretty(r["method"]) for r in rows]
+    names = [labels[r["method"]] for r in rows]
     ax.bar(range(len(rows)), [r["mean"] for r in rows],
            color=["0.6"] + [f"C{i % 10}" for i in range(len(rows) - 1)])
     ax.set_xticks(range(len(rows)), names, rotation=40, ha="right")
@@ -133,11 +137,12 @@ def task_count_figure(results: Sequence[str | Path], out_stem: str | Path, title
     pts = task_count_points(results)
     order = list(method_order)
     methods = sorted(pts, key=lambda m: order.index(m) if m in order else len(order))
+    labels = _labels([load_json(p) for p in results])
     fig, ax = plt.subplots(figsize=(5, 3.4))
     markers = "osD^v<>ph*"
     for i, m in enumerate(methods):
         xs, ys = zip(*pts[m])
-        ax.plot(xs, ys, marker=markers[i % len(markers)], label=_pretty(m))
+        ax.plot(xs, ys, marker=markers[i % len(markers)], label=labels[m])
     counts = sorted({n for v in pts.values() for n, _ in v})
     ax.set_xticks(counts)
     ax.set_xlabel("number of merged tasks")

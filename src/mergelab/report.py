@@ -18,18 +18,34 @@ from .io import (ArtifactError, atomic_path, figure_paths, load_json, provenance
 from .predictions import load_predictions, predictions_path  # noqa: E402
 from .uncertainty import METRICS, REFERENCE_ROWS, Bootstrap, summarize, table_statistics  # noqa: E402
 
-PRETTY = {
-    "zeroshot": "Zero-shot", "individual": "Individual", "weight_averaging": "Weight averaging",
-    "task_arithmetic": "Task arithmetic", "ties": "TIES", "dare_ta": "DARE (TA)",
-    "dare_ties": "DARE (TIES)", "consensus": "Consensus TA", "tsv_m": "TSV-M", "iso_c": "Iso-C",
-    "iso_cts": "Iso-CTS", "wudi": "WUDI", "knots": "KnOTS", "dc_merge": "DC-Merge",
-    "mda": "MDA (TA)", "adamerging": "AdaMerging (layer)", "adamerging_task": "AdaMerging (task)",
-    "mda_am": "MDA (AM)", "mda_am_norot": "MDA (AM, no rotation)",
-}
+#: the reference rows' names; a merged row is named by its method (``MergeMethod.label``)
+REFERENCE_LABELS = {"zeroshot": "Zero-shot", "individual": "Individual"}
 
 
-def pretty(name: str) -> str:
-    return PRETTY.get(name, name)
+def pretty(name: str, labels: Mapping[str, str] | None = None) -> str:
+    """A row's display name: ``labels[name]`` (``instance_labels``), a reference row's, the
+    display name of a method instance named like its registry method, else ``name``."""
+    from . import methods as M
+    if labels and name in labels:
+        return labels[name]
+    if name in REFERENCE_LABELS:
+        return REFERENCE_LABELS[name]
+    return M.get_method(name).label() if name in M.REGISTRY else name
+
+
+def instance_labels(results: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Method instance -> display name, from the registry method and parameters each result
+    JSON records under ``merge``; an instance whose name another instance shares gets
+    ``[instance]`` appended, so rows stay distinct."""
+    from . import methods as M
+    labels = {}
+    for inst, d in results.items():
+        merge = d.get("merge") or {}
+        method = merge.get("registry_method")
+        labels[inst] = (M.get_method(method).label(merge.get("params")) if method in M.REGISTRY
+                        else pretty(inst))
+    taken = list(labels.values())
+    return {inst: f"{lab} [{inst}]" if taken.count(lab) > 1 else lab for inst, lab in labels.items()}
 
 
 METRIC_LABEL = {"avg": "Avg.", "normalized": "Norm.", "nai": "NAI"}
@@ -101,7 +117,9 @@ def load_results(spec: Mapping[str, Any], results: Sequence[str | Path], suite: 
         correct[t] = np.array(grid, dtype=bool)
     alphas = {"zeroshot": [0.0] * len(seeds), "individual": [None] * len(seeds),
               **{m: [merged[m][s][0]["alpha"] for s in seeds] for m in methods}}
-    return {"tasks": tasks, "rows": rows, "seeds": seeds, "correct": correct, "alphas": alphas}
+    labels = instance_labels({m: merged[m][seeds[0]][0] for m in methods})
+    return {"tasks": tasks, "rows": rows, "seeds": seeds, "correct": correct, "alphas": alphas,
+            "labels": labels}
 
 
 def build_table(spec: Mapping[str, Any], results: Sequence[str | Path], regime: str,
@@ -113,6 +131,7 @@ def build_table(spec: Mapping[str, Any], results: Sequence[str | Path], regime: 
     boot = Bootstrap.from_config(spec.get("bootstrap"))
     st = table_statistics(loaded["correct"], loaded["rows"], loaded["seeds"], boot)
     summary = summarize(st, spec.get("compare_on", "normalized"), spec.get("reference", "task_arithmetic"))
+    summary["labels"] = loaded["labels"]
     recs = []
     for i, rec in enumerate(summary["rows"]):
         alphas = loaded["alphas"][rec["method"]]
@@ -164,7 +183,7 @@ def formatted(df: pd.DataFrame, tasks: Sequence[str], summary: Mapping[str, Any]
     """The displayed table; ``pm`` is the ± of the target format, ``bold`` wraps a cell."""
     cmp = summary["compare_on"]
     out = pd.DataFrame()
-    out["Method"] = [pretty(m) for m in df["method"]]
+    out["Method"] = [pretty(m, summary.get("labels")) for m in df["method"]]
     for t in tasks:
         out[t] = df[t].map(_num)
     recs = df.to_dict(orient="records")
@@ -188,7 +207,7 @@ def table_notes(summary: Mapping[str, Any], seeds: Sequence[int], boot: Bootstra
         notes.append(f"Means over {len(seeds)} seeds ({', '.join(map(str, seeds))}); in parentheses: "
                      "standard deviation across seeds")
     if summary.get("best"):
-        notes.append(f"Bold {cmp}: the best merged row ({pretty(summary['best'])}) and those the paired "
+        notes.append(f"Bold {cmp}: the best merged row ({pretty(summary['best'], summary.get('labels'))}) and those the paired "
                      "bootstrap cannot tell from it (the interval of the difference includes 0)")
         notes.append(f"Δ TA, Δ best: paired difference in {cmp} to task arithmetic and to the best row")
     tau = summary.get("kendall_tau_mean")
@@ -239,10 +258,11 @@ def write_tables(df: pd.DataFrame, tasks: Sequence[str], stem: Path, caption: st
     return paths
 
 
-def accuracy_figure(df: pd.DataFrame, tasks: Sequence[str], stem: Path, title: str) -> None:
+def accuracy_figure(df: pd.DataFrame, tasks: Sequence[str], stem: Path, title: str,
+                    labels: Mapping[str, str] | None = None) -> None:
     """Left: per-method per-task test accuracy heatmap. Right: average normalized accuracy
     with its bootstrap interval; dark bars: rows that cannot be told from the best."""
-    methods = [pretty(m) for m in df["method"]]
+    methods = [pretty(m, labels) for m in df["method"]]
     acc = df[list(tasks)].to_numpy()
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(4 + 0.75 * len(tasks) + 4, 1.2 + 0.42 * len(methods)),
                                  gridspec_kw={"width_ratios": [len(tasks) + 1.5, 4]})
@@ -292,7 +312,7 @@ def rank_figure(table_json: str | Path, stem: str | Path) -> None:
                 color=colors[k % 20])
     last: dict[float, list[str]] = {}  # methods tied at the last seed share one label
     for m in methods:
-        last.setdefault(ranks[seeds[-1]][m], []).append(pretty(m))
+        last.setdefault(ranks[seeds[-1]][m], []).append(pretty(m, t.get("labels")))
     for y, names in last.items():
         ax.text(len(seeds) - 1 + 0.08, y, ", ".join(names), va="center", fontsize=8)
     ax.set_xticks(range(len(seeds)), [f"seed {s}" for s in seeds])
@@ -322,14 +342,14 @@ def make_report(spec: Mapping[str, Any], results: Sequence[str | Path], out_dir:
                  table_notes(summary, seeds, boot))
     accuracy_figure(df, tasks, out_dir / "figures" / f"accuracy_{regime}_{suite}",
                     f"{name} — {regime} fine-tuning, {len(tasks)} tasks ({suite})"
-                    + (f", {len(seeds)} seeds" if len(seeds) > 1 else ""))
+                    + (f", {len(seeds)} seeds" if len(seeds) > 1 else ""), summary["labels"])
     rows = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
             for r in df.to_dict(orient="records")]
     save_json({"regime": regime, "suite": suite, "seeds": seeds,
                "seeded_paths": bool(spec.get("seeded_paths", False)),
                "bootstrap": {"samples": boot.samples, "confidence": boot.confidence, "seed": boot.seed},
                **{k: summary[k] for k in ("compare_on", "best", "reference", "ranks", "kendall_tau",
-                                          "kendall_tau_mean", "per_seed")},
+                                          "kendall_tau_mean", "per_seed", "labels")},
                "rows": rows, "sources": [str(p) for p in results], "provenance": provenance(dict(spec))},
               out_dir / "tables" / f"{regime}_{suite}.json")
     return df

@@ -1,8 +1,8 @@
 """Registry of merge methods: name -> "module:Class" (imported lazily).
 
-Adding a method: write one module with a ``MergeMethod`` subclass and add one
-line here. A name that is not in the registry is not available, and asking for
-it raises a clear error.
+Adding a method: write one module with a ``MergeMethod`` subclass (its declared
+``parameters`` and ``display_name``, ``methods.base``) and add one line here. A name
+that is not in the registry is not available, and asking for it raises a clear error.
 """
 from __future__ import annotations
 

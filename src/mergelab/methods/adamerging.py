@@ -32,7 +32,8 @@ import torch
 from torch.func import functional_call
 
 from ..models import normalize_images
-from .base import COEFFICIENT_PREFIX, MergeContext, MergeMethod, MethodConfigError, TaskVectorSource
+from .base import (COEFFICIENT_PREFIX, AnyOf, Choice, Flag, Interval, MergeContext, MergeMethod,
+                   MethodConfigError, Name, Number, Param, TaskVectorSource, optional, param_error)
 
 
 #: ``init`` value: start λ at another method instance's validated α (its eval JSON)
@@ -89,60 +90,42 @@ class EntropyMerging(MergeMethod):
     alpha_grid = "fixed1"
     needs_data = True
     regimes = ("full", "lora")
-    defaults: Mapping[str, Any] = {
-        "granularity": "layer",   # layer: one λ per task and key; task: one λ per task
-        "steps": 500,
-        "batch_size": 16,
-        "batches_per_step": 2,    # the original takes two batches per task per step
-        "lr": 1.0e-3,
-        "init": 0.3,              # a number, or "from_method": the validated α of init_method
-        "init_method": None,      # method instance whose eval JSON gives λ's start (from_method)
-        "clamp": True,            # clamp λ to clamp_range in every forward (as the original)
-        "clamp_range": (0.0, 1.0),
-        "split": "test",          # the unlabeled images (AdaMerging: test; labels never read)
-    }
+    parameters = (
+        # layer: one λ per task and key; task: one λ per task
+        Param("granularity", "layer", Choice(("layer", "task"))),
+        Param("steps", 500, Number(low=0, integer=True)),
+        Param("batch_size", 16, Number(low=1, integer=True)),
+        # the original takes two batches per task per step
+        Param("batches_per_step", 2, Number(low=0, integer=True)),
+        Param("lr", 1.0e-3, Number(low=0, low_open=True)),
+        # a number, or "from_method": the validated α of init_method
+        Param("init", 0.3, AnyOf((Number(), Choice((FROM_METHOD,))))),
+        # method instance whose eval JSON gives λ's start (from_method)
+        Param("init_method", None, optional(Name())),
+        # clamp λ to clamp_range in every forward (as the original)
+        Param("clamp", True, Flag()),
+        Param("clamp_range", (0.0, 1.0), Interval(), convert=lambda r: (float(r[0]), float(r[1]))),
+        # the unlabeled images (AdaMerging: test; labels never read)
+        Param("split", "test", Choice(("test", "validation", "train"))),
+    )
 
     def validate(self) -> None:
+        """init: from_method needs init_method; a numeric init must lie in the clamp range."""
         p = self.params
-        if p["granularity"] not in ("layer", "task"):
-            raise MethodConfigError(f"method '{self.name}': granularity must be 'layer' or 'task', "
-                                    f"got {p['granularity']!r}")
-        for k in ("steps", "batches_per_step"):
-            if not isinstance(p[k], int) or isinstance(p[k], bool) or p[k] < 0:
-                raise MethodConfigError(f"method '{self.name}': {k} must be an integer ≥ 0, got {p[k]!r}")
-        if not isinstance(p["batch_size"], int) or p["batch_size"] < 1:
-            raise MethodConfigError(f"method '{self.name}': batch_size must be ≥ 1, got {p['batch_size']!r}")
-        if not isinstance(p["lr"], (int, float)) or p["lr"] <= 0:
-            raise MethodConfigError(f"method '{self.name}': lr must be > 0, got {p['lr']!r}")
-        self._validate_init()
-        if p["split"] not in ("test", "validation", "train"):
-            raise MethodConfigError(f"method '{self.name}': split must be test, validation or train")
-
-    def _validate_init(self) -> None:
-        p, name = self.params, self.name
-        rng = p["clamp_range"]
-        if (not isinstance(rng, (list, tuple)) or len(rng) != 2
-                or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in rng)
-                or not rng[0] < rng[1]):
-            raise MethodConfigError(f"method '{name}': clamp_range must be [low, high] with "
-                                    f"low < high, got {rng!r}")
-        p["clamp_range"] = (float(rng[0]), float(rng[1]))
         if p["init"] == FROM_METHOD:
-            if not isinstance(p["init_method"], str) or not p["init_method"]:
-                raise MethodConfigError(f"method '{name}': init: {FROM_METHOD} needs init_method "
-                                        f"(the method instance whose validated α starts λ)")
+            if p["init_method"] is None:
+                raise param_error(self.name, "init_method", None,
+                                  f"with init: {FROM_METHOD}, the method instance whose "
+                                  "validated α starts λ")
             return
-        if not isinstance(p["init"], (int, float)) or isinstance(p["init"], bool):
-            raise MethodConfigError(f"method '{name}': init must be a number or "
-                                    f"'{FROM_METHOD}', got {p['init']!r}")
         self.check_init_in_range(float(p["init"]))
 
     def check_init_in_range(self, value: float) -> None:
         """The clamp range must contain λ's start, or the first forward would move it."""
         lo, hi = self.params["clamp_range"]
         if self.params["clamp"] and not lo <= value <= hi:
-            raise MethodConfigError(f"method '{self.name}': λ starts at {value} outside "
-                                    f"clamp_range [{lo}, {hi}]; widen clamp_range")
+            raise param_error(self.name, "init", value,
+                              f"a start inside clamp_range [{lo}, {hi}] (or widen clamp_range)")
 
     def initial_lambda(self, ctx: MergeContext) -> float:
         """λ's start: the number ``init``, or the validated α the pipeline passed in
@@ -263,6 +246,12 @@ class AdaMerging(EntropyMerging):
     """Layer-wise (default) or task-wise AdaMerging."""
 
     name = "adamerging"
+    display_name = "AdaMerging"
+
+    @classmethod
+    def label(cls, params: Mapping[str, Any] | None = None) -> str:
+        granularity = cls.completed(params)["granularity"]
+        return f"AdaMerging ({granularity})"
 
 
 def rebuild(coefficients: Mapping[str, torch.Tensor], taus: Sequence[Mapping[str, torch.Tensor]]

@@ -7,13 +7,15 @@ the runner streams keys from memory-mapped safetensors, so peak memory stays
 near one task vector whatever T is. Methods that need the whole model or data
 (TALL masks, AdaMerging) override ``merge``.
 
-Adding a method = one module defining a subclass + one line in
-``mergelab.methods.REGISTRY``.
+Adding a method = one module defining a subclass (its ``parameters``: one ``Param`` per
+hyperparameter, with the values it accepts and its default; its ``display_name``) + one
+line in ``mergelab.methods.REGISTRY``. The base class checks every parameter against its
+declaration, with one error format (``MethodConfigError``).
 """
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 import torch
@@ -37,7 +39,181 @@ ROTATION_PREFIX = "feature_rotation."
 
 
 class MethodConfigError(ValueError):
-    """A method was given an unknown or invalid hyperparameter."""
+    """A method was given an unknown or invalid hyperparameter; ``param`` names it (the
+    config check reports ``methods.<instance>.params.<param>``)."""
+
+    def __init__(self, message: str, param: str | None = None) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def param_error(method: str, param: str, value: Any, allowed: str) -> MethodConfigError:
+    """The one error format of a bad hyperparameter: method, parameter, value, what is allowed."""
+    return MethodConfigError(f"method '{method}': parameter '{param}' got {value!r}; "
+                             f"allowed: {allowed}", param=param)
+
+
+# -- declared hyperparameters -------------------------------------------------
+# A check is ``accepts(value) -> bool`` plus ``allowed`` (what an error says is allowed);
+# ``convert`` normalises an accepted value (e.g. a YAML list to a sorted tuple).
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _interval(low: float | None, high: float | None, low_open: bool, high_open: bool) -> str:
+    if low is not None and high is not None:
+        return f"{'(' if low_open else '['}{low:g}, {high:g}{')' if high_open else ']'}"
+    if low is not None:
+        return f"{'>' if low_open else '≥'} {low:g}"
+    return "" if high is None else f"{'<' if high_open else '≤'} {high:g}"
+
+
+@dataclass(frozen=True)
+class Number:
+    """A number (an integer with ``integer=True``; never a bool) in an optional interval."""
+
+    low: float | None = None
+    high: float | None = None
+    low_open: bool = False
+    high_open: bool = False
+    integer: bool = False
+
+    def accepts(self, value: Any) -> bool:
+        if not _is_number(value) or (self.integer and not isinstance(value, int)):
+            return False
+        if self.low is not None and (value <= self.low if self.low_open else value < self.low):
+            return False
+        return self.high is None or (value < self.high if self.high_open else value <= self.high)
+
+    @property
+    def allowed(self) -> str:
+        what = "an integer" if self.integer else "a number"
+        bounds = _interval(self.low, self.high, self.low_open, self.high_open)
+        if self.low is not None and self.high is not None:
+            return f"{what} in {bounds}"
+        return f"{what} {bounds}".rstrip()
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One of a fixed set of values."""
+
+    values: tuple[Any, ...]
+
+    def accepts(self, value: Any) -> bool:
+        return any(value == v and type(value) is type(v) for v in self.values)
+
+    @property
+    def allowed(self) -> str:
+        return "one of " + ", ".join(map(repr, self.values))
+
+
+@dataclass(frozen=True)
+class Flag:
+    """true or false."""
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, bool)
+
+    allowed = "true or false"
+
+
+@dataclass(frozen=True)
+class Name:
+    """A non-empty string (e.g. a method instance)."""
+
+    def accepts(self, value: Any) -> bool:
+        return isinstance(value, str) and bool(value)
+
+    allowed = "a non-empty name"
+
+
+@dataclass(frozen=True)
+class Numbers:
+    """A list of ``min_length``..``max_length`` numbers, each accepted by ``item``."""
+
+    item: Number
+    min_length: int = 1
+    max_length: int | None = None
+
+    def accepts(self, value: Any) -> bool:
+        if not isinstance(value, (list, tuple)) or len(value) < self.min_length:
+            return False
+        if self.max_length is not None and len(value) > self.max_length:
+            return False
+        return all(self.item.accepts(x) for x in value)
+
+    @property
+    def allowed(self) -> str:
+        n = (f"{self.min_length}" if self.max_length == self.min_length
+             else f"{self.min_length}..{self.max_length if self.max_length is not None else ''}")
+        return f"a list of {n} numbers, each {self.item.allowed.removeprefix('a number ')}"
+
+
+@dataclass(frozen=True)
+class Interval:
+    """[low, high]: two numbers with low < high."""
+
+    def accepts(self, value: Any) -> bool:
+        return (isinstance(value, (list, tuple)) and len(value) == 2
+                and all(_is_number(x) for x in value) and value[0] < value[1])
+
+    allowed = "[low, high]: two numbers with low < high"
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    """A value accepted by any of ``checks``."""
+
+    checks: tuple[Any, ...]
+
+    def accepts(self, value: Any) -> bool:
+        return any(c.accepts(value) for c in self.checks)
+
+    @property
+    def allowed(self) -> str:
+        return " or ".join(c.allowed for c in self.checks)
+
+
+@dataclass(frozen=True)
+class Null:
+    """None (YAML null)."""
+
+    def accepts(self, value: Any) -> bool:
+        return value is None
+
+    allowed = "null"
+
+
+def optional(check: Any) -> AnyOf:
+    """None or a value ``check`` accepts."""
+    return AnyOf((Null(), check))
+
+
+@dataclass(frozen=True)
+class Param:
+    """One declared hyperparameter: name, default, the values it accepts, and an optional
+    conversion of an accepted value (applied to the default too)."""
+
+    name: str
+    default: Any
+    accepts: Any
+    convert: Callable[[Any], Any] | None = None
+
+    def checked(self, method: str, value: Any) -> Any:
+        """``value`` converted, or the one error naming method, parameter, value, allowed."""
+        if not self.accepts.accepts(value):
+            raise param_error(method, self.name, value, self.accepts.allowed)
+        return value if self.convert is None else self.convert(value)
+
+
+def overriding(params: Sequence[Param], **defaults: Any) -> tuple[Param, ...]:
+    """``params`` with some defaults replaced, in the same order (a subclass's declaration)."""
+    unknown = set(defaults) - {p.name for p in params}
+    if unknown:
+        raise TypeError(f"overriding: no declared parameter(s) {sorted(unknown)}")
+    return tuple(replace(p, default=defaults[p.name]) if p.name in defaults else p for p in params)
 
 
 @dataclass(frozen=True)
@@ -101,11 +277,16 @@ class MergeMethod:
 
     #: registry name (set by the subclass)
     name: ClassVar[str] = ""
+    #: the method's name in tables and figures (``label`` may qualify it by parameters)
+    display_name: ClassVar[str] = ""
     #: which fine-tuning regimes the method supports
     regimes: ClassVar[tuple[str, ...]] = ("full", "lora")
     #: name of the α grid in ALPHA_GRIDS
     alpha_grid: ClassVar[str] = "ta"
-    #: hyperparameters and their defaults; ``__init__`` rejects anything else
+    #: the hyperparameters (``Param``: default, accepted values); ``__init__`` rejects anything
+    #: else. Their order is the order of ``params`` (and of the merge JSON's params).
+    parameters: ClassVar[tuple[Param, ...]] = ()
+    #: name -> default, derived from ``parameters``
     defaults: ClassVar[Mapping[str, Any]] = {}
     #: True when ``merge`` needs ``ctx.evaluate`` / data (validation or unlabeled test images)
     needs_data: ClassVar[bool] = False
@@ -113,17 +294,37 @@ class MergeMethod:
     #: polar factors (``mergelab.basis``; TSV-M, DC-Merge, MDA, MDA AM)
     shared_basis: ClassVar[bool] = False
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        names = [p.name for p in cls.parameters]
+        if len(set(names)) != len(names):
+            raise TypeError(f"{cls.__name__}: a parameter is declared twice: {names}")
+        cls.defaults = {p.name: p.default for p in cls.parameters}
+        for p in cls.parameters:  # a declaration must accept its own default
+            p.checked(cls.name or cls.__name__, p.default)
+
     def __init__(self, **params: Any) -> None:
         unknown = sorted(set(params) - set(self.defaults))
         if unknown:
-            raise MethodConfigError(
-                f"method '{self.name}': unknown hyperparameter(s) {unknown}; "
-                f"allowed: {sorted(self.defaults)}")
-        self.params = {**self.defaults, **params}
+            raise param_error(self.name, unknown[0], params[unknown[0]],
+                              f"the declared parameters {', '.join(self.defaults) or '(none)'}")
+        self.params = {p.name: p.checked(self.name, params.get(p.name, p.default))
+                       for p in self.parameters}
         self.validate()
 
     def validate(self) -> None:
-        """Check ``self.params``; raise MethodConfigError naming the bad one."""
+        """Relations between parameters that the declarations cannot say (rare); raise
+        ``param_error`` naming the parameter."""
+
+    @classmethod
+    def label(cls, params: Mapping[str, Any] | None = None) -> str:
+        """The display name of an instance with ``params`` (default: ``display_name``)."""
+        return cls.display_name or cls.name
+
+    @classmethod
+    def completed(cls, params: Mapping[str, Any] | None) -> dict[str, Any]:
+        """``params`` with the defaults of the parameters it leaves out (for ``label``)."""
+        return {**cls.defaults, **(params or {})}
 
     def uses_shared_basis(self) -> bool:
         """Whether this instance reads the shared basis (``exact: true`` computes its own)."""

@@ -5,8 +5,8 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from .base import (KeyInfo, MergeContext, MergeMethod, MethodConfigError, TaskVectorSource,
-                   disjoint_mean, topk_mask, vector_mean)
+from .base import (Choice, KeyInfo, MergeContext, MergeMethod, MethodConfigError, Number, Param,
+                   TaskVectorSource, disjoint_mean, topk_mask, vector_mean)
 from .trim import ties_merge_streamed, whole_model_thresholds
 
 
@@ -14,6 +14,7 @@ class WeightAveraging(MergeMethod):
     """τm = mean of the τt, α fixed at 1."""
 
     name = "weight_averaging"
+    display_name = "Weight averaging"
     alpha_grid = "fixed1"
 
     def merge_key(self, taus: Sequence[torch.Tensor], info: KeyInfo) -> torch.Tensor:
@@ -24,21 +25,16 @@ class TaskArithmetic(MergeMethod):
     """τm = Σ τt."""
 
     name = "task_arithmetic"
+    display_name = "Task arithmetic"
 
     def merge_key(self, taus: Sequence[torch.Tensor], info: KeyInfo) -> torch.Tensor:
         return torch.stack([t.float() for t in taus]).sum(dim=0)
 
 
 TRIM_SCOPES = ("model", "per_key")
-
-
-def check_trim(method: str, k, scope) -> None:
-    """Validate TIES' ``k`` (percent kept) and ``trim_scope``."""
-    if not isinstance(k, (int, float)) or isinstance(k, bool) or not 0 < k <= 100:
-        raise MethodConfigError(f"method '{method}': k must be in (0, 100], got {k!r}")
-    if scope not in TRIM_SCOPES:
-        raise MethodConfigError(f"method '{method}': trim_scope must be one of {TRIM_SCOPES}, "
-                                f"got {scope!r}")
+#: TIES' trimming parameters (DARE-TIES and KnOTS declare them too): percent kept, scope
+TRIM_K = Param("k", 20.0, Number(low=0, high=100, low_open=True))
+TRIM_SCOPE = Param("trim_scope", "model", Choice(TRIM_SCOPES))
 
 
 def whole_model_ties(store: TaskVectorSource, per_task: Callable[[str, list], list], k: float,
@@ -71,10 +67,8 @@ class Ties(MergeMethod):
     """
 
     name = "ties"
-    defaults = {"k": 20.0, "trim_scope": "model"}
-
-    def validate(self) -> None:
-        check_trim("ties", self.params["k"], self.params["trim_scope"])
+    display_name = "TIES"
+    parameters = (TRIM_K, TRIM_SCOPE)
 
     def merge_key(self, taus: Sequence[torch.Tensor], info: KeyInfo) -> torch.Tensor:
         if self.params["trim_scope"] != "per_key":

@@ -28,7 +28,8 @@ from typing import Callable, Iterable, Sequence
 
 import torch
 
-from .base import KeyInfo, MergeContext, MergeMethod, MethodConfigError, TaskVectorSource
+from .base import (KeyInfo, MergeContext, MergeMethod, MethodConfigError, Number, Numbers, Param,
+                   TaskVectorSource)
 
 DEFAULT_LAMBDAS = (0.2, 0.3, 0.4, 0.5, 0.6)
 
@@ -62,22 +63,15 @@ class Consensus(MergeMethod):
     """Consensus TA: keep the entries active in ≥ k per-task TALL masks, τm = mask ⊙ Στ."""
 
     name = "consensus"
+    display_name = "Consensus TA"
     alpha_grid = "ta"
     needs_data = True
-    defaults = {"k": 2, "lambdas": DEFAULT_LAMBDAS}
-
-    def validate(self) -> None:
-        k = self.params["k"]
-        if not isinstance(k, int) or isinstance(k, bool) or k < 0:
-            raise MethodConfigError(f"method 'consensus': k must be a non-negative integer, got {k!r}")
-        lams = self.params["lambdas"]
-        try:
-            lams = tuple(sorted(float(x) for x in lams))
-        except (TypeError, ValueError):
-            raise MethodConfigError(f"method 'consensus': lambdas must be a list of numbers, got {lams!r}")
-        if not lams or any(x < 0 for x in lams) or len(lams) > 255:
-            raise MethodConfigError(f"method 'consensus': lambdas must be 1..255 non-negative numbers, got {lams!r}")
-        self.params["lambdas"] = lams
+    parameters = (
+        Param("k", 2, Number(low=0, integer=True)),  # masks an entry must be active in
+        # the λ grid, kept sorted ascending (the uint8 levels count at most 255 λ)
+        Param("lambdas", DEFAULT_LAMBDAS, Numbers(Number(low=0), max_length=255),
+              convert=lambda lams: tuple(sorted(float(x) for x in lams))),
+    )
 
     def merge_key(self, taus: Sequence[torch.Tensor], info: KeyInfo) -> torch.Tensor:
         raise NotImplementedError("consensus selects λ on validation data: use merge(store, ctx)")

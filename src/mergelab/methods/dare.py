@@ -23,13 +23,13 @@ seed, same mask) instead of holding the dropped model.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
-from .base import (KeyInfo, MergeContext, MergeMethod, MethodConfigError, TaskVectorSource,
-                   disjoint_mean, key_seed, topk_mask)
-from .basic import check_trim, whole_model_ties
+from .base import (Choice, KeyInfo, MergeContext, MergeMethod, MethodConfigError, Number, Param,
+                   TaskVectorSource, disjoint_mean, key_seed, topk_mask)
+from .basic import TRIM_K, TRIM_SCOPE, whole_model_ties
 
 BASES = ("task_arithmetic", "ties")
 
@@ -51,17 +51,18 @@ class Dare(MergeMethod):
     """DARE + task arithmetic (``base: task_arithmetic``) or + TIES (``base: ties``)."""
 
     name = "dare"
+    display_name = "DARE"
     alpha_grid = "ta"  # both bases use the 1/30 … 1 grid
-    defaults = {"p": 0.5, "base": "task_arithmetic", "k": 20.0, "trim_scope": "model"}
+    parameters = (
+        Param("p", 0.5, Number(low=0, high=1, high_open=True), convert=float),  # drop probability
+        Param("base", "task_arithmetic", Choice(BASES)),
+        TRIM_K, TRIM_SCOPE,   # used by base: ties
+    )
 
-    def validate(self) -> None:
-        p, base, k = self.params["p"], self.params["base"], self.params["k"]
-        if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0.0 <= p < 1.0:
-            raise MethodConfigError(f"method 'dare': p must be in [0, 1), got {p!r}")
-        if base not in BASES:
-            raise MethodConfigError(f"method 'dare': base must be one of {BASES}, got {base!r}")
-        check_trim("dare", k, self.params["trim_scope"])
-        self.params["p"] = float(p)
+    @classmethod
+    def label(cls, params: Mapping[str, Any] | None = None) -> str:
+        base = cls.completed(params)["base"]
+        return f"DARE ({'TIES' if base == 'ties' else 'TA'})"
 
     def merge_key(self, taus: Sequence[torch.Tensor], info: KeyInfo) -> torch.Tensor:
         gen = info.generator(taus[0].device)

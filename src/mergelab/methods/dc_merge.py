@@ -35,7 +35,8 @@ from typing import Sequence
 
 import torch
 
-from .base import KeyInfo, MergeMethod, MethodConfigError, disjoint_mean, top_count_mask, vector_mean
+from .base import (Choice, Flag, KeyInfo, MergeMethod, Number, Param, disjoint_mean,
+                   top_count_mask, vector_mean)
 from .linalg import (F32, F64, GramPolar, assemble, block_diag_mask, key_basis, per_task_rank,
                      smooth_energy, task_triplets, use_fast)
 
@@ -44,22 +45,16 @@ SMOOTHINGS = ("auto", "none", "avg", "linear")
 
 class DCMerge(MergeMethod):
     name = "dc_merge"
+    display_name = "DC-Merge"
     alpha_grid = "svd"
     shared_basis = True
-    defaults = {"sparsity": 0.001, "smoothing": "auto", "rho": 5.0, "mask_scale": 1.0,
-                "exact": False}
-
-    def validate(self) -> None:
-        p = self.params
-        if not isinstance(p["sparsity"], (int, float)) or not 0 < p["sparsity"] <= 1:
-            raise MethodConfigError(f"method 'dc_merge': sparsity must be in (0, 1], got {p['sparsity']!r}")
-        if p["smoothing"] not in SMOOTHINGS:
-            raise MethodConfigError(f"method 'dc_merge': smoothing must be one of {SMOOTHINGS}, "
-                                    f"got {p['smoothing']!r}")
-        if not isinstance(p["rho"], (int, float)) or p["rho"] < 1:
-            raise MethodConfigError(f"method 'dc_merge': rho must be >= 1, got {p['rho']!r}")
-        if not isinstance(p["mask_scale"], (int, float)) or p["mask_scale"] <= 0:
-            raise MethodConfigError(f"method 'dc_merge': mask_scale must be > 0, got {p['mask_scale']!r}")
+    parameters = (
+        Param("sparsity", 0.001, Number(low=0, high=1, low_open=True)),  # fraction of Mt kept
+        Param("smoothing", "auto", Choice(SMOOTHINGS)),
+        Param("rho", 5.0, Number(low=1)),
+        Param("mask_scale", 1.0, Number(low=0, low_open=True)),  # block size / k of the mask
+        Param("exact", False, Flag()),   # full per-task SVDs on large keys too
+    )
 
     def smoothing_for(self, regime: str) -> str:
         s = self.params["smoothing"]

@@ -21,7 +21,7 @@ from typing import Sequence
 
 import torch
 
-from .base import KeyInfo, MergeMethod, MethodConfigError, vector_mean
+from .base import KeyInfo, MergeMethod, Number, Param, vector_mean
 from .linalg import (CERT_TOL, F64, GramPolar, _svd_exact, assemble, certified_top_eigh,
                      certified_top_svd, gram_bound, gram_floor, robust_svd, top_svd, use_fast)
 
@@ -51,6 +51,7 @@ def iso_split(r: int, T: int, fraction: float) -> tuple[int, int]:
 
 class IsoC(MergeMethod):
     name = "iso_c"
+    display_name = "Iso-C"
     alpha_grid = "svd"
 
     def merge_key(self, taus: Sequence[torch.Tensor], info: KeyInfo) -> torch.Tensor:
@@ -86,13 +87,9 @@ class IsoC(MergeMethod):
 
 class IsoCTS(MergeMethod):
     name = "iso_cts"
+    display_name = "Iso-CTS"
     alpha_grid = "svd"
-    defaults = {"common_fraction": 0.8}
-
-    def validate(self) -> None:
-        f = self.params["common_fraction"]
-        if not isinstance(f, (int, float)) or not 0 <= f <= 1:
-            raise MethodConfigError(f"method 'iso_cts': common_fraction must be in [0, 1], got {f!r}")
+    parameters = (Param("common_fraction", 0.8, Number(low=0, high=1)),)
 
     def merge_key(self, taus: Sequence[torch.Tensor], info: KeyInfo) -> torch.Tensor:
         if not info.is_matrix:

@@ -22,13 +22,13 @@ in the ranking.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import torch
 
-from .base import (KeyInfo, MergeContext, MergeMethod, MethodConfigError, TaskVectorSource,
-                   disjoint_mean, is_matrix_key, key_seed, topk_mask, vector_mean)
-from .basic import check_trim
+from .base import (KeyInfo, MergeContext, MergeMethod, MethodConfigError, Number, Param,
+                   TaskVectorSource, disjoint_mean, is_matrix_key, key_seed, topk_mask, vector_mean)
+from .basic import TRIM_K, TRIM_SCOPE
 from .linalg import F64, robust_svd
 from .trim import ties_merge_streamed, whole_model_thresholds
 
@@ -70,15 +70,19 @@ def dare_on_factors(factors: torch.Tensor, p: float, generator: torch.Generator)
 
 class KnOTS(MergeMethod):
     name = "knots"
+    display_name = "KnOTS"
     regimes = ("lora",)
     alpha_grid = "ta"
-    defaults = {"k": 20.0, "dare_p": 0.0, "trim_scope": "model"}
+    parameters = (
+        TRIM_K,
+        Param("dare_p", 0.0, Number(low=0, high=1, high_open=True)),  # > 0: KnOTS-DARE-TIES
+        TRIM_SCOPE,
+    )
 
-    def validate(self) -> None:
-        check_trim("knots", self.params["k"], self.params["trim_scope"])
-        p = self.params["dare_p"]
-        if not isinstance(p, (int, float)) or isinstance(p, bool) or not 0 <= p < 1:
-            raise MethodConfigError(f"method 'knots': dare_p must be in [0, 1), got {p!r}")
+    @classmethod
+    def label(cls, params: Mapping[str, Any] | None = None) -> str:
+        dare_p = cls.completed(params)["dare_p"]
+        return "KnOTS (DARE-TIES)" if dare_p else "KnOTS"
 
     def decompose(self, taus: Sequence[torch.Tensor], seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(U, stacked Σ Vtᵀ after DARE) of one module; U has 0 columns when every Δt is 0."""

@@ -42,7 +42,7 @@ from typing import Sequence
 
 import torch
 
-from .base import KeyInfo, MergeMethod, MethodConfigError, key_seed, vector_mean
+from .base import Choice, Flag, KeyInfo, MergeMethod, Number, Param, key_seed, optional, vector_mean
 from .linalg import KeyBasis, cat_tasks, key_basis, robust_svd, use_fast
 
 
@@ -236,6 +236,8 @@ def mda_delta_etf(taus: Sequence[torch.Tensor], k: int, exact: bool = False,
 
 
 ETF_READINGS = ("components", "left_vectors")
+#: components per task as a fraction of d_out (None: 1/T); MDA AM declares it too
+K_FRACTION = Param("k_fraction", None, optional(Number(low=0, high=1, low_open=True)))
 
 
 class Mda(MergeMethod):
@@ -249,22 +251,15 @@ class Mda(MergeMethod):
     """
 
     name = "mda"
+    display_name = "MDA (TA)"
     alpha_grid = "svd"  # see docs/mda.md ("α grid")
-    defaults = {"k_fraction": None, "exact": False, "etf": "components", "sign_seed": None}
+    parameters = (
+        K_FRACTION,
+        Param("exact", False, Flag()),
+        Param("etf", "components", Choice(ETF_READINGS)),
+        Param("sign_seed", None, optional(Number(integer=True))),
+    )
     shared_basis = True
-
-    def validate(self) -> None:
-        f = self.params["k_fraction"]
-        if f is not None and (not isinstance(f, (int, float)) or isinstance(f, bool) or not 0 < f <= 1):
-            raise MethodConfigError(f"method 'mda': k_fraction must be None or in (0, 1], got {f!r}")
-        if not isinstance(self.params["exact"], bool):
-            raise MethodConfigError(f"method 'mda': exact must be a bool, got {self.params['exact']!r}")
-        if self.params["etf"] not in ETF_READINGS:
-            raise MethodConfigError(f"method 'mda': etf must be one of {list(ETF_READINGS)}, "
-                                    f"got {self.params['etf']!r}")
-        seed = self.params["sign_seed"]
-        if seed is not None and (not isinstance(seed, int) or isinstance(seed, bool)):
-            raise MethodConfigError(f"method 'mda': sign_seed must be None or an int, got {seed!r}")
 
     def flips(self, key: str, n_components: int) -> torch.Tensor | None:
         seed = self.params["sign_seed"]

@@ -29,9 +29,11 @@ from typing import Any, Mapping
 import torch
 
 from .adamerging import FROM_METHOD, EntropyMerging, softmax_entropy
-from .base import ROTATION_PREFIX, MergeContext, MethodConfigError, TaskVectorSource, is_matrix_key
+from .base import (ROTATION_PREFIX, Flag, MergeContext, Number, Param, TaskVectorSource,
+                   is_matrix_key, overriding)
 from .linalg import robust_svd
 from .mda import effective_k, mda_task_vectors, polar
+from .mda import K_FRACTION
 
 
 def etf_targets(head_weight: torch.Tensor) -> torch.Tensor:
@@ -77,41 +79,30 @@ class MdaAM(EntropyMerging):
     """MDA AM: Algorithm 1 vectors + learned layer-wise λ and per-task feature rotations."""
 
     name = "mda_am"
+    display_name = "MDA (AM)"
     shared_basis = True
-    defaults: Mapping[str, Any] = {
-        **EntropyMerging.defaults,
+    parameters = overriding(
+        EntropyMerging.parameters,
         # λ starts at MDA's validated α (the Algorithm 1 model, docs/mda.md "Algorithm 2");
         # the clamp range holds every α of MDA's grid (0.1 … 3.0)
-        "init": FROM_METHOD,
-        "init_method": "mda",
-        "clamp_range": (0.0, 3.0),
-        "k_fraction": None,        # Algorithm 1's k (None = 1/T of d_out), for the rank-k sweep
-        "exact": False,            # Algorithm 1 by full SVDs on large keys too (see ``mda``)
-        "rotation": True,          # False: Rt ≡ I (the "without rotation" ablation)
-        "etf_weight": 0.8,         # α of the paper
-        "procrustes_weight": 0.2,  # β of the paper
-        "rotation_lr": 1.0e-5,     # chosen on validation (docs/data_based.md): 1e-3 destroys accuracy
-        "mean_momentum": 0.9,      # EMA of pseudo-labelled class means (Procrustes source)
-        "procrustes_eps": 1.0e-3,
-    }
+        init=FROM_METHOD, init_method="mda", clamp_range=(0.0, 3.0),
+    ) + (
+        K_FRACTION,                # Algorithm 1's k (None = 1/T of d_out), for the rank-k sweep
+        Param("exact", False, Flag()),    # Algorithm 1 by full SVDs on large keys too (``mda``)
+        Param("rotation", True, Flag()),  # False: Rt ≡ I (the "without rotation" ablation)
+        Param("etf_weight", 0.8, Number(low=0)),         # α of the paper
+        Param("procrustes_weight", 0.2, Number(low=0)),  # β of the paper
+        # chosen on validation (docs/data_based.md): 1e-3 destroys accuracy
+        Param("rotation_lr", 1.0e-5, Number(low=0, low_open=True)),
+        # EMA of pseudo-labelled class means (Procrustes source)
+        Param("mean_momentum", 0.9, Number(low=0, high=1, high_open=True)),
+        Param("procrustes_eps", 1.0e-3, Number(low=0)),
+    )
 
-    def validate(self) -> None:
-        super().validate()
-        p = self.params
-        f = p["k_fraction"]
-        if f is not None and (not isinstance(f, (int, float)) or isinstance(f, bool) or not 0 < f <= 1):
-            raise MethodConfigError(f"method 'mda_am': k_fraction must be None or in (0, 1], got {f!r}")
-        if not isinstance(p["exact"], bool):
-            raise MethodConfigError(f"method 'mda_am': exact must be a bool, got {p['exact']!r}")
-        if not isinstance(p["rotation"], bool):
-            raise MethodConfigError(f"method 'mda_am': rotation must be true or false, got {p['rotation']!r}")
-        for k in ("etf_weight", "procrustes_weight", "procrustes_eps"):
-            if not isinstance(p[k], (int, float)) or p[k] < 0:
-                raise MethodConfigError(f"method 'mda_am': {k} must be ≥ 0, got {p[k]!r}")
-        if not 0 <= p["mean_momentum"] < 1:
-            raise MethodConfigError("method 'mda_am': mean_momentum must be in [0, 1)")
-        if not isinstance(p["rotation_lr"], (int, float)) or p["rotation_lr"] <= 0:
-            raise MethodConfigError("method 'mda_am': rotation_lr must be > 0")
+    @classmethod
+    def label(cls, params: Mapping[str, Any] | None = None) -> str:
+        rotation = cls.completed(params)["rotation"]
+        return "MDA (AM)" if rotation else "MDA (AM, no rotation)"
 
     # -- Algorithm 1 per-task vectors -------------------------------------------
     def task_vectors(self, store: TaskVectorSource, ctx: MergeContext, progress) -> dict[str, torch.Tensor]:

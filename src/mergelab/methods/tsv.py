@@ -20,19 +20,16 @@ from typing import Sequence
 
 import torch
 
-from .base import KeyInfo, MergeMethod, MethodConfigError, vector_mean
+from .base import Flag, KeyInfo, MergeMethod, Param, vector_mean
 from .linalg import GramPolar, assemble, key_basis, per_task_rank, task_triplets, use_fast
 
 
 class TSVMerge(MergeMethod):
     name = "tsv_m"
+    display_name = "TSV-M"
     alpha_grid = "svd"
-    defaults = {"exact": False}
+    parameters = (Param("exact", False, Flag()),)
     shared_basis = True
-
-    def validate(self) -> None:
-        if not isinstance(self.params["exact"], bool):
-            raise MethodConfigError("method 'tsv_m': exact must be a bool")
 
     def merge_key(self, taus: Sequence[torch.Tensor], info: KeyInfo) -> torch.Tensor:
         if not info.is_matrix:

@@ -30,7 +30,7 @@ from typing import Sequence
 
 import torch
 
-from .base import KeyInfo, MergeMethod, MethodConfigError, vector_mean
+from .base import Choice, KeyInfo, MergeMethod, Number, Param, vector_mean
 
 #: suffixes of the keys WUDI optimises (open_clip and Hugging Face CLIP names)
 WUDI_SUFFIXES = (
@@ -86,18 +86,13 @@ def wudi_optimize(taus: Sequence[torch.Tensor], lr: float = 1e-5, steps: int = 3
 
 class Wudi(MergeMethod):
     name = "wudi"
+    display_name = "WUDI"
     alpha_grid = "svd"
-    defaults = {"lr": 1e-5, "steps": 300, "other_keys": "mean"}
-
-    def validate(self) -> None:
-        lr, steps = self.params["lr"], self.params["steps"]
-        if not isinstance(lr, (int, float)) or isinstance(lr, bool) or not lr > 0:
-            raise MethodConfigError(f"method 'wudi': lr must be > 0, got {lr!r}")
-        if not isinstance(steps, int) or isinstance(steps, bool) or steps < 0:
-            raise MethodConfigError(f"method 'wudi': steps must be an integer >= 0, got {steps!r}")
-        if self.params["other_keys"] not in OTHER_KEYS:
-            raise MethodConfigError(f"method 'wudi': other_keys must be one of {OTHER_KEYS}, "
-                                    f"got {self.params['other_keys']!r}")
+    parameters = (
+        Param("lr", 1e-5, Number(low=0, low_open=True)),
+        Param("steps", 300, Number(low=0, integer=True)),
+        Param("other_keys", "mean", Choice(OTHER_KEYS)),
+    )
 
     def merge_key(self, taus: Sequence[torch.Tensor], info: KeyInfo) -> torch.Tensor:
         if not is_wudi_key(info.key, taus[0].shape):
