@@ -276,7 +276,7 @@ def test_offline_error_names_hub_id_cache_and_command(tmp_path, monkeypatch):
         P.prepare_task("DTD", {"source": "hub"}, tmp_path / "out", cache_dir=cache)
     msg = str(e.value)
     assert "tanganke/dtd" in msg and cache in msg
-    assert "python -m mergelab.data.paper download --tasks DTD" in msg
+    assert "python -m mergelab.cli paper-data download --tasks DTD" in msg
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp*"))
 
 

@@ -6,7 +6,6 @@ import numpy as np
 from .primitives import _b, _finish, _grid, _hsv, _noise, _paint, _u, _window
 
 
-# --- tissue patches (imitates PatchCamelyon; binary) ------------------------------------
 def _r_cells(rng, labels):
     m = len(labels)
     xx, yy = _grid()

@@ -10,6 +10,7 @@ from .glyphs import _GLYPH_FONTS, _glyphs, _sk_digits
 from .primitives import _b, _col, _contrast_pair, _finish, _gray, _local, _noise, _paint, _u, _warp
 
 
+# --- handwritten digits (imitates MNIST) ----------------------------------------
 @lru_cache(maxsize=1)
 def _digit_pools():
     imgs, tgt = _sk_digits()

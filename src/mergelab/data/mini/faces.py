@@ -6,7 +6,6 @@ import numpy as np
 from .primitives import _b, _bb, _fill, _finish, _frame, _gray, _noise, _paint, _u
 
 
-# --- facial expressions (imitates FER2013; greyscale) ----------------------------------
 #   mouth curve, mouth tilt, mouth open, mouth width, eye open, brow tilt, brow raise
 _FACES = {"angry": (0.15, 0.0, 0.0, 0.28, 0.6, 0.55, 0.06),
           "disgusted": (0.4, 0.25, 0.0, 0.24, 0.55, -0.25, 0.0),

@@ -6,7 +6,6 @@ import numpy as np
 from .primitives import _N, _b, _finish, _frame, _hsv, _mottle, _noise, _paint, _u
 
 
-# --- flowers (imitates Flowers102) ----------------------------------------------------
 #          name, petals k, petal hue, sat, val, centre rgb, centre r, depth a, sharpness p
 _FLOWERS = [("daisy", 16, 0.15, 0.05, 0.95, (230, 190, 30), 0.25, 0.25, 0.6),
             ("sunflower", 20, 0.13, 0.9, 0.95, (90, 55, 25), 0.45, 0.5, 0.8),

@@ -8,6 +8,7 @@ from .primitives import (_b, _bb, _col, _fill, _finish, _frac, _frame, _gray, _g
                          _mottle, _noise, _paint, _per_class, _u)
 
 
+# --- land use from a satellite (imitates EuroSAT) ----------------------------
 def _l_crop(rng, m):
     xl, yl = _frame(rng, m, full_rot=True, shift=1.0)
     band = np.floor(xl * _b(_u(rng, 1.2, 2.5, m)) + _b(_u(rng, 0, 50, m)))
