@@ -1,6 +1,8 @@
 """`mergelab` command line: one subcommand per pipeline step (each Snakemake rule
 calls exactly one). Rules pass the config subset a step needs as ``--spec JSON``
-so that Snakemake's params trigger reruns precisely."""
+so that Snakemake's params trigger reruns precisely. Two are also run by hand:
+``paper-data`` (list / pre-download the paper datasets) and ``import-checkpoint``
+with ``--kind`` and ``--source`` instead of ``--spec``."""
 from __future__ import annotations
 
 import argparse
