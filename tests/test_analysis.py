@@ -216,3 +216,24 @@ def test_cli_mda_signs(tmp_path, capsys):
     res = json.loads((tmp_path / "out" / "mda_signs.json").read_text())
     assert res["conventions"] == 2 and set(res["readings"]) == {"components", "left_vectors"}
     assert "etf=left_vectors" in capsys.readouterr().out
+
+
+def test_sensitivity_records_from_eval_jsons(tmp_path):
+    from mergelab.plots_analysis import analysis_sensitivity
+    members = {"k_0": {"value": 0.25, "label": "d/4"}, "k_1": {"value": None, "label": None}}
+    paths = []
+    for i, (method, regime, norm) in enumerate([("k_0", "full", {"a": 0.9, "b": 0.7}),
+                                                 ("k_1", "lora", {"a": 1.0, "b": 0.5, "c": 0.6})]):
+        p = tmp_path / f"{i}.json"
+        p.write_text(json.dumps({"method": method, "regime": regime, "alpha": 0.3 + i,
+                                 "test_normalized": norm}))
+        paths.append(p)
+    spec = {"sweep": "mda_k", "xlabel": None, "members": members}
+    out = tmp_path / "sens"
+    recs = analysis_sensitivity(paths, spec, out.with_suffix(".png"), out.with_suffix(".pdf"),
+                                out.with_suffix(".json"))
+    assert [(r["x"], r["xtick"], r["label"], r["method"], r["alpha"]) for r in recs] == \
+        [(0.25, "d/4", "full", "k_0", 0.3), ("default", "None", "lora", "k_1", 1.3)]
+    assert [r["y"] for r in recs] == pytest.approx([80.0, 70.0])
+    assert json.loads(out.with_suffix(".json").read_text()) == {"sweep": "mda_k", "records": recs}
+    assert out.with_suffix(".png").stat().st_size > 1000

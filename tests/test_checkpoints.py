@@ -15,7 +15,8 @@ peft = pytest.importorskip("peft")
 
 from mergelab import convert  # noqa: E402
 from mergelab.checkpoints import (CheckpointError, import_checkpoint,  # noqa: E402
-                                  lora_factors_path, main, safe_torch_load)
+                                  lora_factors_path, safe_torch_load)
+from mergelab.cli import run as cli_run  # noqa: E402
 
 WIDTH, LAYERS = 32, 2
 VISION = dict(hidden_size=WIDTH, intermediate_size=64, num_hidden_layers=LAYERS, num_attention_heads=2,
@@ -264,11 +265,21 @@ def test_state_dict_pickles_accepted(tiny_open_clip, tmp_path):
     tau = load_file(out)
     for k in expected:
         assert torch.equal(tau[k], expected[k]), k
-    # the command-line entry point
+    # the command line, by hand (the rule passes --spec instead)
     out = tmp_path / "cli.safetensors"
-    assert main(["open_clip", str(tmp_path / "bare.pt"), "x", str(out), "--pretrained", str(zeroshot)]) == 0
+
+    def cli(source):
+        return cli_run(["import-checkpoint", "--kind", "open_clip", "--source", source, "--task", "x",
+                        "--out", str(out), "--pretrained", str(zeroshot)])
+    assert cli(str(tmp_path / "bare.pt")) == 0
     assert set(load_file(out)) == set(expected)
-    assert main(["open_clip", str(tmp_path / "missing.pt"), "x", str(out), "--pretrained", str(zeroshot)]) == 1
+    assert cli(str(tmp_path / "missing.pt")) == 2
+    with pytest.raises(SystemExit, match="not both"):
+        cli_run(["import-checkpoint", "--spec", '{"kind": "pickle"}', "--kind", "pickle", "--task", "x",
+                 "--out", str(out)])
+    with pytest.raises(SystemExit, match="unknown checkpoint kind 'nope'"):
+        cli_run(["import-checkpoint", "--kind", "nope", "--source", str(tmp_path / "bare.pt"),
+                 "--task", "x", "--out", str(out)])
 
 
 def test_offline_hub_id_error_names_repo_and_cache(tmp_path, monkeypatch):

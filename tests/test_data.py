@@ -154,3 +154,27 @@ def test_corpus_deterministic(tmp_path):
         build_corpus(tmp_path / d, seed=5, n=40, family_weights={"flowers": 1.0, "generic": 1.0})
     assert _tree_bytes(tmp_path / "a") == _tree_bytes(tmp_path / "b")
     shutil.rmtree(tmp_path / "a")
+
+
+# sha256 of every generated task's arrays and a corpus sample at GENERATOR_VERSION 1, recorded
+# when data/mini.py became a package: images that change need a new GENERATOR_VERSION (and
+# new values here), or existing datasets would silently differ from fresh ones
+GENERATED_SHA256 = {1: {"tasks": "f5b27149646c9f193ff5d8ed6c4a42523b5bd128816b2d8193f125e5689acc50",
+                        "corpus": "dad3cbc7c248a32d65113d4fa60727309fccf455c85683ec9926e15569ed4ee4"}}
+
+
+def _generated_fingerprint(tmp_path) -> dict[str, str]:
+    tasks = hashlib.sha256()
+    for name in mini.ALL_TASKS:
+        if MINI_TASKS[name].pools is None:  # real data is drawn, not generated
+            for a in mini.task_arrays(name, seed=3, n_train=12, n_test=12):
+                tasks.update(np.ascontiguousarray(a).tobytes())
+    build_corpus(tmp_path / "c", seed=3, n=48, family_weights=dict.fromkeys(mini.corpus_families(), 1.0))
+    ds = datasets.load_from_disk(str(tmp_path / "c"))
+    corpus = hashlib.sha256(np.stack([np.asarray(im) for im in ds["image"]]).tobytes())
+    corpus.update("\n".join(list(ds["caption"]) + list(ds["family"])).encode())
+    return {"tasks": tasks.hexdigest(), "corpus": corpus.hexdigest()}
+
+
+def test_generated_images_fingerprint(tmp_path):
+    assert _generated_fingerprint(tmp_path) == GENERATED_SHA256[mini.GENERATOR_VERSION]

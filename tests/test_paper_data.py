@@ -276,7 +276,7 @@ def test_offline_error_names_hub_id_cache_and_command(tmp_path, monkeypatch):
         P.prepare_task("DTD", {"source": "hub"}, tmp_path / "out", cache_dir=cache)
     msg = str(e.value)
     assert "tanganke/dtd" in msg and cache in msg
-    assert "python -m mergelab.data.paper download --tasks DTD" in msg
+    assert "python -m mergelab.cli paper-data download --tasks DTD" in msg
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.tmp*"))
 
 
@@ -326,3 +326,15 @@ def test_templates_and_classnames_for_every_task():
     assert P.templates_for("MNIST") == ['a photo of the number: "{}".']
     assert P.templates_for("SomethingElse") == ["a photo of a {}."]
     assert P.hub_task("SVHN").config == "cropped_digits"
+
+
+def test_paper_data_command_lists_and_downloads(tmp_path, fake_hub, capsys):
+    from mergelab.cli import run
+    assert run(["paper-data", "list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert [ln.split()[0] for ln in lines] == list(P.HUB_TASKS)
+    assert "ufldl-stanford/svhn (cropped_digits)" in lines[list(P.HUB_TASKS).index("SVHN")]
+    calls = fake_hub(datasets.DatasetDict({"train": _hf_split(5, 2), "test": _hf_split(3, 2)}))
+    assert run(["paper-data", "download", "--tasks", "DTD", "MNIST", "--cache-dir", str(tmp_path)]) == 0
+    assert calls == [("tanganke/dtd", None, str(tmp_path)), ("ylecun/mnist", None, str(tmp_path))]
+    assert "  splits: train=5, test=3" in capsys.readouterr().out

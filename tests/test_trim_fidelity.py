@@ -352,9 +352,9 @@ def test_index_reader_never_unpickles(tmp_path):
 def test_lora_rule_uses_the_knots_file_when_sizes_match():
     from mergelab.data import paper as P
     notes: list[str] = []
-    val, test, desc = P._lora_validation("MNIST", 10000, "test", 0, notes)
+    val, test, desc = P.lora_validation("MNIST", 10000, "test", 0, notes)
     assert val[:3] == [7249, 2682, 8484] and len(val) == 2000 and len(test) == 8000
     assert "knots_splits/MNIST.npy" in desc and not notes
-    val, test, desc = P._lora_validation("MNIST", 50, "test", 0, notes)
+    val, test, desc = P.lora_validation("MNIST", 50, "test", 0, notes)
     assert (val, test) == P.test_split_indices(50, 0) and "seeded 0" in desc
     assert "indexes 10000" in notes[0]

@@ -1,6 +1,8 @@
 """`mergelab` command line: one subcommand per pipeline step (each Snakemake rule
 calls exactly one). Rules pass the config subset a step needs as ``--spec JSON``
-so that Snakemake's params trigger reruns precisely."""
+so that Snakemake's params trigger reruns precisely. Two are also run by hand:
+``paper-data`` (list / pre-download the paper datasets) and ``import-checkpoint``
+with ``--kind`` and ``--source`` instead of ``--spec``."""
 from __future__ import annotations
 
 import argparse
@@ -47,6 +49,22 @@ def cmd_prepare_task(a):
     from .data.prepare import prepare_task
     prepare_task(a.task, spec["task"], a.out, seed=spec["seed"], mini=spec.get("mini", {}),
                  cache_dir=spec.get("cache_dir"))
+
+
+def cmd_paper_data(a):
+    """List the paper datasets' hub sources, or download them into a cache dir."""
+    from .data import paper
+    if a.action == "list":
+        print("\n".join(paper.hub_table()))
+        return
+    tasks, cache_dir, cfgs = a.tasks, a.cache_dir, {}
+    if a.config:
+        from .config import load_config
+        cfg = load_config(a.config)
+        cfgs = cfg["data"]["tasks"]
+        tasks = tasks or [t for t, c in cfgs.items() if c.get("source", "mini") == "hub"]
+        cache_dir = cache_dir or cfg["data"].get("cache_dir")
+    paper.download(tasks or list(paper.HUB_TASKS), cache_dir, cfgs)
 
 
 def cmd_build_corpus(a):
@@ -111,13 +129,24 @@ def cmd_random_init(a):
 
 
 def cmd_import_checkpoint(a):
-    spec = _spec(a.spec)
+    """From the rule (``--spec``) or by hand (``--kind``, ``--source`` and their options)."""
+    by_hand = (a.kind, a.source, a.expected_rank, a.cache_dir)
+    if a.spec and any(v is not None for v in by_hand):
+        raise SystemExit("import-checkpoint: give --spec or --kind/--source/..., not both")
+    spec = _spec(a.spec) if a.spec else {"kind": a.kind, "source": a.source,
+                                          "expected_rank": a.expected_rank, "cache_dir": a.cache_dir}
+    if not spec.get("kind") or not spec.get("source"):
+        raise SystemExit("import-checkpoint: --kind and --source are required without --spec")
     from .checkpoints import import_checkpoint
     from .io import provenance
-    summary = import_checkpoint(spec["kind"], spec["source"], a.task, a.out, a.pretrained,
-                                expected_rank=spec.get("expected_rank"),
-                                cache_dir=spec.get("cache_dir"))
-    summary["provenance"] = provenance(spec)
+    try:
+        summary = import_checkpoint(spec["kind"], spec["source"], a.task, a.out, a.pretrained,
+                                    expected_rank=spec.get("expected_rank"),
+                                    cache_dir=spec.get("cache_dir"), offline=a.offline)
+    except ValueError as exc:  # an unknown kind, or no θ0 where one is needed
+        raise SystemExit(f"import-checkpoint: {exc}") from None
+    if a.spec:
+        summary["provenance"] = provenance(spec)
     print(json.dumps({k: v for k, v in summary.items() if k != "metadata"}, indent=2,
                      sort_keys=True, default=str))
 
@@ -200,7 +229,7 @@ def cmd_eval_merged(a):
 
 def cmd_eval_generalization(a):
     spec = _spec(a.spec)
-    from .plots_ablation import eval_generalization
+    from .evaluate import eval_generalization
     eval_generalization(a.method, a.regime, a.suite, a.tasks, _evaluator_args(spec, a), a.merged,
                         a.merged_eval, a.zeroshot, a.out, spec, spec["seed"])
 
@@ -274,21 +303,7 @@ def cmd_analysis(a):
                   f"mean {m['mean_rel_change']:.2e} max {m['max_rel_change']:.2e}; "
                   f"‖τm − TSV-M part‖/‖τm‖ {m['rel_diff_from_tsv']:.2e}")
     elif a.kind == "sensitivity":
-        from .io import load_json, save_json
-        spec = _spec(a.spec)
-        records = []
-        for path in a.results:
-            d = load_json(path)
-            sw = spec["members"][d["method"]]
-            norm = d["test_normalized"]
-            records.append({"x": sw["value"] if sw["value"] is not None else "default",
-                            "xtick": sw["label"] or str(sw["value"]),
-                            "y": 100 * sum(norm.values()) / len(norm), "label": d["regime"],
-                            "alpha": d["alpha"], "method": d["method"]})
-        P.plot_sensitivity(records, spec["xlabel"] or spec["sweep"], png, pdf,
-                           ylabel="average normalized test accuracy (%)",
-                           title=f"Sensitivity: {spec['sweep']}")
-        save_json({"sweep": spec["sweep"], "records": records}, js)
+        P.analysis_sensitivity(a.results, _spec(a.spec), png, pdf, js)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -300,6 +315,15 @@ def build_parser() -> argparse.ArgumentParser:
         s.set_defaults(fn=fn)
         return s
 
+    _add_setup_commands(add)
+    _add_task_commands(add)
+    _add_merge_commands(add)
+    _add_output_commands(add)
+    return p
+
+
+def _add_setup_commands(add) -> None:
+    """Config, data, θ0 and imported task vectors."""
     s = add("validate-config", cmd_validate_config, "validate a config file against the schema")
     s.add_argument("file")
     add("methods", cmd_methods, "list the available merge methods")
@@ -307,6 +331,13 @@ def build_parser() -> argparse.ArgumentParser:
     s = add("prepare-task", cmd_prepare_task, "build/download one task's dataset")
     s.add_argument("--task", required=True); s.add_argument("--spec", required=True)
     s.add_argument("--out", required=True)
+
+    s = add("paper-data", cmd_paper_data,
+            "paper datasets: list their hub sources, or download them into a cache dir (needs internet)")
+    s.add_argument("action", choices=["list", "download"])
+    s.add_argument("--tasks", nargs="*", default=None, help="download: default all paper tasks")
+    s.add_argument("--config", help="download: a paper config's hub tasks into its data.cache_dir")
+    s.add_argument("--cache-dir")
 
     s = add("build-corpus", cmd_build_corpus, "generate the offline captioned pretraining corpus")
     s.add_argument("--spec", required=True); s.add_argument("--out", required=True)
@@ -332,10 +363,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = add("import-checkpoint", cmd_import_checkpoint,
             "import a published fine-tuned checkpoint as one task vector (data.tasks.<task>.checkpoint)")
-    for k in ("--task", "--spec", "--out"):
+    for k in ("--task", "--out"):
         s.add_argument(k, required=True)
+    s.add_argument("--spec", help="the rule's JSON (kind, source, expected_rank, cache_dir)")
+    s.add_argument("--kind", help="without --spec: hf (FusionBench) | lora (peft / KnOTS) | "
+                   "open_clip (.pt / .safetensors)")
+    s.add_argument("--source", help="without --spec: local file/dir or hub repo id")
+    s.add_argument("--expected-rank", type=int, help="without --spec: LoRA rank to check")
+    s.add_argument("--cache-dir", help="without --spec: Hugging Face cache dir")
     s.add_argument("--pretrained", help="θ0 the checkpoint was fine-tuned from (path or hub id)")
+    s.add_argument("--offline", action="store_true", default=None,
+                   help="only the Hugging Face cache (default: HF_HUB_OFFLINE)")
 
+
+def _add_task_commands(add) -> None:
+    """Per task: heads, fine-tuning, task vectors, reference accuracies."""
     s = add("heads", cmd_heads, "build one task's zero-shot head")
     for k in ("--task", "--spec", "--data", "--pretrained", "--out"):
         s.add_argument(k, required=True)
@@ -373,6 +415,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--results", nargs="+", required=True, help="eval JSONs")
     s.add_argument("--taskvectors", nargs="+", required=True, help="REGIME=PATH, in spec['tasks'] order")
 
+
+def _add_merge_commands(add) -> None:
+    """Per suite: the shared basis, merging, α selection, held-out tasks."""
     s = add("decompose", cmd_decompose, "the suite's shared top-k triplets and polar factors "
             "(read by TSV-M, DC-Merge, MDA and MDA AM)")
     for k in ("--regime", "--suite", "--spec", "--out", "--out-json"):
@@ -405,6 +450,9 @@ def build_parser() -> argparse.ArgumentParser:
     for k in ("--tasks", "--data", "--heads", "--zeroshot"):
         s.add_argument(k, nargs="+", required=True)
 
+
+def _add_output_commands(add) -> None:
+    """Tables, figures, analyses, the manifest and artifact transfer."""
     s = add("ablation", cmd_ablation, "ablation tables/figures: generalization, accuracy vs number of tasks")
     s.add_argument("kind", choices=["generalization", "task-count"])
     s.add_argument("--spec"); s.add_argument("--results", nargs="+", required=True)
@@ -441,7 +489,6 @@ def build_parser() -> argparse.ArgumentParser:
                    help="pull: accept the artifacts although config/code differ from dvc.lock")
     s.add_argument("--no-check", action="store_true",
                    help="push: skip the check that Snakemake has nothing left to do")
-    return p
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -73,10 +73,18 @@ def _check_shipped_tag(model: dict[str, Any]) -> None:
 
 
 def _semantic_checks(cfg: dict[str, Any]) -> None:
-    from . import methods as M
-    from .data.prepare import task_source
+    """Checks the JSON schema cannot express: names that must refer to each other."""
+    _check_task_sources(cfg["data"]["tasks"])
+    _check_model(cfg["model"])
+    _check_checkpoints(cfg)
+    _check_suites(cfg)
+    _check_methods(cfg)
+    _check_analysis(cfg)
+    _check_ablations(cfg)
 
-    tasks = cfg["data"]["tasks"]
+
+def _check_task_sources(tasks: Mapping[str, Any]) -> None:
+    from .data.prepare import task_source
     for name, task in tasks.items():
         src = task_source(task)
         if src == "mini":
@@ -91,7 +99,9 @@ def _semantic_checks(cfg: dict[str, Any]) -> None:
                                   "'hub' (no built-in hub id for this task)")
         elif src == "local" and not task.get("path"):
             raise ConfigError(f"config key 'data.tasks.{name}.path': required for source 'local'")
-    model = cfg["model"]
+
+
+def _check_model(model: Mapping[str, Any]) -> None:
     if model.get("random_init") and model.get("pretrained"):
         raise ConfigError(f"config key 'model.random_init': true together with 'model.pretrained: "
                           f"{model['pretrained']}'; random init needs pretrained: null")
@@ -99,8 +109,12 @@ def _semantic_checks(cfg: dict[str, Any]) -> None:
     if model.get("head_text_encoder") == "hf" and not model.get("hf_name"):
         raise ConfigError("config key 'model.head_text_encoder': 'hf' needs 'model.hf_name' (the "
                           "Hugging Face CLIPModel whose text tower builds the heads)")
+
+
+def _check_checkpoints(cfg: Mapping[str, Any]) -> None:
+    """An imported checkpoint replaces a task vector of a regime the run must have."""
     from .checkpoints import KIND_ALIASES, KIND_REGIME
-    for name, task in tasks.items():
+    for name, task in cfg["data"]["tasks"].items():
         ck = task.get("checkpoint")
         if ck:
             regime = KIND_REGIME[KIND_ALIASES[ck["kind"]]]
@@ -108,11 +122,19 @@ def _semantic_checks(cfg: dict[str, Any]) -> None:
                 raise ConfigError(f"config key 'data.tasks.{name}.checkpoint.kind': '{ck['kind']}' "
                                   f"imports a {regime}-regime task vector but 'regimes' is "
                                   f"{cfg['regimes']}")
+
+
+def _check_suites(cfg: Mapping[str, Any]) -> None:
+    tasks = cfg["data"]["tasks"]
     for suite, members in cfg["suites"].items():
         for t in members:
             if t not in tasks:
                 raise ConfigError(f"config key 'suites.{suite}': unknown task '{t}' "
                                   f"(not under data.tasks: {', '.join(tasks)})")
+
+
+def _check_methods(cfg: Mapping[str, Any]) -> None:
+    from . import methods as M
     grid = cfg["evaluation"].get("alpha_grid")
     if grid is not None and not grid:
         raise ConfigError("config key 'evaluation.alpha_grid': empty α grid")
@@ -134,6 +156,10 @@ def _semantic_checks(cfg: dict[str, Any]) -> None:
         if inst in ("zeroshot", "individual"):
             raise ConfigError(f"config key 'methods.{inst}': '{inst}' is a reserved row name")
         _check_init_source(cfg, inst)
+
+
+def _check_analysis(cfg: Mapping[str, Any]) -> None:
+    from . import methods as M
     an = cfg.get("analysis", {})
     if an.get("suite") is not None and an["suite"] not in cfg["suites"]:
         raise ConfigError(f"config key 'analysis.suite': unknown suite '{an['suite']}'")
@@ -154,6 +180,11 @@ def _semantic_checks(cfg: dict[str, Any]) -> None:
                 cls(**{**cfg["methods"][sw["base"]].get("params", {}), sw["param"]: v})
             except (ValueError, TypeError) as exc:
                 raise ConfigError(f"config key 'analysis.sweeps.{name}.values': {exc}") from None
+
+
+def _check_ablations(cfg: Mapping[str, Any]) -> None:
+    """The generalization and task-count ablations, and the report's main suite."""
+    tasks = cfg["data"]["tasks"]
     gen = cfg.get("generalization") or {}
     if gen.get("heldout"):
         gsuite = gen.get("suite") or cfg.get("report", {}).get("main_suite") or next(iter(cfg["suites"]))

@@ -276,3 +276,39 @@ def eval_merged(inst: str, regime: str, suite: str, tasks: Sequence[str],
                       "test": dict(zip(tasks, test_preds))}, predictions_path(out_json))
     save_json(res, out_json)
     return res
+
+
+def eval_generalization(inst: str, regime: str, suite: str, heldout: Sequence[str],
+                        evaluator_args: Mapping[str, Any], merged_path: str | Path,
+                        merged_eval_path: str | Path, zeroshot_paths: Sequence[str | Path],
+                        out_json: str | Path, config_subset: Mapping[str, Any], seed: int) -> dict[str, Any]:
+    """Test accuracy of θ0 + α·τm on tasks that were *not* merged (held-out tasks, their
+    zero-shot heads, no feature rotation), α from the suite's own validation (the MDA
+    paper's generalization ablation)."""
+    merged_eval = load_json(merged_eval_path)
+    alpha = float(merged_eval["alpha"])
+    merged_tasks = list(merged_eval["tasks"])
+    overlap = sorted(set(merged_tasks) & set(heldout))
+    if overlap:
+        raise ArtifactError(f"generalization: held-out task(s) {overlap} were merged in suite '{suite}'")
+    tau = _tau(merged_path)
+    ev = Evaluator(regime, tasks=heldout, **evaluator_args)
+    preds = {t: ev.task_predictions(i, tau, alpha, "test") for i, t in enumerate(heldout)}
+    test = {t: p.accuracy for t, p in preds.items()}
+    zs: dict[str, float] = {}
+    for p in zeroshot_paths:
+        zs.update(load_json(p)["test"])
+    missing = [t for t in heldout if t not in zs]
+    if missing:
+        raise ArtifactError(f"generalization: no zero-shot accuracy for {missing} in {list(zeroshot_paths)}")
+    res = {
+        "method": inst, "regime": regime, "suite": suite, "merged_tasks": merged_tasks,
+        "heldout": list(heldout), "alpha": alpha, "test": test,
+        "zeroshot": {t: zs[t] for t in heldout},
+        "mean": sum(test.values()) / len(test),
+        "mean_zeroshot": sum(zs[t] for t in heldout) / len(heldout),
+        "provenance": provenance(dict(config_subset), seed=seed),
+    }
+    save_predictions({"test": preds}, predictions_path(out_json))
+    save_json(res, out_json)
+    return res

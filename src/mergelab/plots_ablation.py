@@ -1,12 +1,11 @@
 """Ablations of the MDA paper beyond the main tables (see docs/data_based.md):
 
-* ``eval_generalization`` – a suite's merged model evaluated on tasks that were
-  *not* merged (held-out tasks, their zero-shot heads, no feature rotation), at
-  the α the merged model was given on its own suite's validation splits;
 * ``generalization_report`` – table (Markdown, CSV, JSON) and bar figure of the
   held-out accuracies per method next to zero-shot;
 * ``task_count_figure`` – average normalized test accuracy against the number
   of merged tasks, one line per method (suites of 4, 8, 12, 16 tasks).
+
+The held-out accuracies themselves come from ``evaluate.eval_generalization``.
 
 Figures: PNG + PDF, matplotlib Agg, written atomically.
 """
@@ -20,8 +19,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from .io import (ArtifactError, atomic_path, check_finite, figure_paths, load_json,  # noqa: E402
-                 load_tensors, provenance, save_figure, save_json)
+from .io import ArtifactError, atomic_path, figure_paths, load_json, save_figure, save_json  # noqa: E402
 
 
 def _labels(results: Sequence[Mapping[str, Any]]) -> dict[str, str]:
@@ -37,44 +35,6 @@ def _write_text(text: str, path: Path) -> None:
 
 
 # ------------------------------------------------------------------ generalization
-
-def eval_generalization(inst: str, regime: str, suite: str, heldout: Sequence[str],
-                        evaluator_args: Mapping[str, Any], merged_path: str | Path,
-                        merged_eval_path: str | Path, zeroshot_paths: Sequence[str | Path],
-                        out_json: str | Path, config_subset: Mapping[str, Any], seed: int) -> dict[str, Any]:
-    """Test accuracy of θ0 + α·τm (α from the suite's own evaluation) on held-out tasks."""
-    from .evaluate import Evaluator
-    from .predictions import predictions_path, save_predictions
-    merged_eval = load_json(merged_eval_path)
-    alpha = float(merged_eval["alpha"])
-    merged_tasks = list(merged_eval["tasks"])
-    overlap = sorted(set(merged_tasks) & set(heldout))
-    if overlap:
-        raise ArtifactError(f"generalization: held-out task(s) {overlap} were merged in suite '{suite}'")
-    tau = load_tensors(merged_path)
-    check_finite(tau, str(merged_path))
-    ev = Evaluator(regime, tasks=heldout, **evaluator_args)
-    preds = {t: ev.task_predictions(i, tau, alpha, "test") for i, t in enumerate(heldout)}
-    test = {t: p.accuracy for t, p in preds.items()}
-    zs: dict[str, float] = {}
-    for p in zeroshot_paths:
-        zs.update(load_json(p)["test"])
-    missing = [t for t in heldout if t not in zs]
-    if missing:
-        raise ArtifactError(f"generalization: no zero-shot accuracy for {missing} in {list(zeroshot_paths)}")
-    res = {
-        "method": inst, "regime": regime, "suite": suite, "merged_tasks": merged_tasks,
-        "heldout": list(heldout), "alpha": alpha, "test": test,
-        "zeroshot": {t: zs[t] for t in heldout},
-        "mean": sum(test.values()) / len(test),
-        "mean_zeroshot": sum(zs[t] for t in heldout) / len(heldout),
-        "merge": {k: (merged_eval.get("merge") or {}).get(k) for k in ("registry_method", "params")},
-        "provenance": provenance(dict(config_subset), seed=seed),
-    }
-    save_predictions({"test": preds}, predictions_path(out_json))
-    save_json(res, out_json)
-    return res
-
 
 def generalization_report(results: Sequence[str | Path], out_stem: str | Path,
                           figure_stem: str | Path | None = None,

@@ -9,13 +9,15 @@ safetensors, lists of records) and write to the given output paths atomically:
 * ``analysis_etf``       – task-level ΔETF of every method per layer (+ JSON, with MDA's
   component-level ΔETF before / after its alignment);
 * ``mda_sign_spread_report`` – MDA's τm under random SVD sign conventions (JSON);
-* ``plot_sensitivity``   – average normalised accuracy vs a hyperparameter
-  (DC-Merge mask size 8r … r/8, MDA k).
+* ``analysis_sensitivity`` – a hyperparameter sweep's eval JSONs as records, figure and JSON
+  (``plot_sensitivity``: average normalised accuracy vs the hyperparameter, e.g. DC-Merge
+  mask size 8r … r/8, MDA k).
 """
 from __future__ import annotations
 
 import json
 import re
+from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 import matplotlib
@@ -24,7 +26,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from . import analysis  # noqa: E402
-from .io import atomic_path, save_figure  # noqa: E402
+from .io import atomic_path, load_json, save_figure, save_json  # noqa: E402
 
 
 def _write_json(obj: Any, path) -> None:
@@ -230,6 +232,34 @@ def plot_sensitivity(records: Sequence[Mapping[str, Any]], xlabel: str, out_png,
     save_figure(fig, out_png, out_pdf)
 
 
+def sensitivity_records(results: Sequence[str | Path], members: Mapping[str, Mapping[str, Any]]
+                        ) -> list[dict[str, Any]]:
+    """One record per eval JSON of a sweep: x = the swept value (``members[method]``, from
+    the sweep spec), y = average normalized test accuracy (%), one series per regime."""
+    records = []
+    for path in results:
+        d = load_json(path)
+        sw = members[d["method"]]
+        norm = d["test_normalized"]
+        records.append({"x": sw["value"] if sw["value"] is not None else "default",
+                        "xtick": sw["label"] or str(sw["value"]),
+                        "y": 100 * sum(norm.values()) / len(norm), "label": d["regime"],
+                        "alpha": d["alpha"], "method": d["method"]})
+    return records
+
+
+def analysis_sensitivity(results: Sequence[str | Path], spec: Mapping[str, Any], out_png, out_pdf,
+                         out_json) -> list[dict[str, Any]]:
+    """Figure and JSON of one hyperparameter sweep (``spec``: sweep, xlabel, members)."""
+    records = sensitivity_records(results, spec["members"])
+    plot_sensitivity(records, spec["xlabel"] or spec["sweep"], out_png, out_pdf,
+                     ylabel="average normalized test accuracy (%)",
+                     title=f"Sensitivity: {spec['sweep']}")
+    save_json({"sweep": spec["sweep"], "records": records}, out_json)
+    return records
+
+
 __all__ = ["analysis_spectrum", "analysis_similarity", "analysis_etf", "mda_sign_spread_report",
-           "plot_sensitivity",
+           "analysis_sensitivity",
+           "sensitivity_records", "plot_sensitivity",
            "plot_spectrum", "plot_similarity", "plot_etf"]
