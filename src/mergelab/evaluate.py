@@ -307,6 +307,7 @@ def eval_generalization(inst: str, regime: str, suite: str, heldout: Sequence[st
         "zeroshot": {t: zs[t] for t in heldout},
         "mean": sum(test.values()) / len(test),
         "mean_zeroshot": sum(zs[t] for t in heldout) / len(heldout),
+        "merge": {k: (merged_eval.get("merge") or {}).get(k) for k in ("registry_method", "params")},
         "provenance": provenance(dict(config_subset), seed=seed),
     }
     save_predictions({"test": preds}, predictions_path(out_json))
