@@ -62,7 +62,8 @@ def cmd_paper_data(a):
         from .config import load_config
         cfg = load_config(a.config)
         cfgs = cfg["data"]["tasks"]
-        tasks = tasks or [t for t, c in cfgs.items() if c.get("source", "mini") == "hub"]
+        from .data.prepare import task_source
+        tasks = tasks or [t for t, c in cfgs.items() if task_source(c) == "hub"]
         cache_dir = cache_dir or cfg["data"].get("cache_dir")
     paper.download(tasks or list(paper.HUB_TASKS), cache_dir, cfgs)
 
