@@ -69,3 +69,13 @@ def test_files_present_on_one_side_only_are_listed(tmp_path):
 def test_a_missing_directory_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="not a results directory"):
         compare_runs(tmp_path / "nope", tmp_path)
+
+
+def test_cli_exit_status_says_whether_runs_are_identical(tmp_path, capsys):
+    from mergelab.cli import run
+    a, b = make_run(tmp_path / "a"), make_run(tmp_path / "b", seconds=7.0)
+    assert run(["compare-runs", str(a), str(b)]) == 0
+    assert "identical" in capsys.readouterr().out
+    (b / "tables" / "t.md").write_text("| a | 2.0 |\n")
+    assert run(["compare-runs", str(a), str(b)]) == 1
+    assert "differ: tables/t.md" in capsys.readouterr().out

@@ -263,6 +263,13 @@ def cmd_manifest(a):
     print(f"{a.out}: {len(man['artifacts'])} artifacts, {len(man['tables'])} tables")
 
 
+def cmd_compare_runs(a):
+    from .runcompare import compare_runs
+    cmp = compare_runs(a.a, a.b)
+    print(cmp.summary())
+    return 0 if cmp.identical else 1
+
+
 def cmd_verify_manifest(a):
     from .manifest import verify_manifest
     bad = verify_manifest(a.file)
@@ -480,6 +487,9 @@ def _add_output_commands(add) -> None:
     s = add("manifest", cmd_manifest, "run manifest: sha256, config subset and versions of every artifact")
     s.add_argument("--spec", required=True); s.add_argument("--out", required=True)
     s.add_argument("--files", nargs="+", required=True)
+    s = add("compare-runs", cmd_compare_runs, "are two results directories' numbers bit for bit the "
+            "same? (tensors, predictions, metrics, tables; exit 1 if not)")
+    s.add_argument("a"); s.add_argument("b")
     s = add("verify-manifest", cmd_verify_manifest, "check artifacts against a run manifest")
     s.add_argument("file")
     s = add("artifacts", cmd_artifacts, "DVC: push the run's artifacts / pull them into a fresh clone")
@@ -509,12 +519,12 @@ def run(argv: list[str]) -> int:
     from .config import ConfigError
     from .io import ArtifactError
     try:
-        args.fn(args)
+        rc = args.fn(args)  # a command may return its exit status (compare-runs: 1 = differ)
     except (ConfigError, ArtifactError) as exc:
         print(f"mergelab {args.cmd}: error: {exc}", file=sys.stderr)
         return 2
     logging.info("mergelab %s finished in %.1f s", args.cmd, time.time() - t0)
-    return 0
+    return rc if isinstance(rc, int) else 0
 
 
 if __name__ == "__main__":
