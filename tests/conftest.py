@@ -69,9 +69,10 @@ def copy_nano_workflow(dst: Path) -> Path:
     for name in ("Snakefile", "rules", "profiles", "envs", "src", "config", "report",
                  "dvc.yaml", ".dvc", ".dvcignore", "Makefile", "pyproject.toml"):
         src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dst / name, symlinks=True, ignore=shutil.ignore_patterns(
-                "__pycache__", "*.egg-info", "paper", "cache", "tmp", "config.local"))
+        if src.is_dir():  # not config/paper/, .dvc's cache and local config; src/ whole
+            skip = {"config": ("paper",), ".dvc": ("cache", "tmp", "config.local")}.get(name, ())
+            shutil.copytree(src, dst / name, symlinks=True,
+                            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", *skip))
         elif src.exists():
             shutil.copy2(src, dst / name)
     (dst / "config" / "config.yaml").write_text(yaml.safe_dump(nano_config(), sort_keys=False))

@@ -43,9 +43,9 @@ def copy_workflow(dst: Path) -> Path:
     dst.mkdir(parents=True, exist_ok=True)
     for name in ("Snakefile", "rules", "profiles", "src", "config", "envs", "report"):
         src = ROOT / name
-        if src.is_dir():
-            shutil.copytree(src, dst / name, symlinks=True,
-                            ignore=shutil.ignore_patterns("__pycache__", "*.egg-info", "paper"))
+        if src.is_dir():  # config/paper/ is not needed; src/mergelab/data/paper/ is
+            skip = ("__pycache__", "*.egg-info") + (("paper",) if name == "config" else ())
+            shutil.copytree(src, dst / name, symlinks=True, ignore=shutil.ignore_patterns(*skip))
         else:
             shutil.copy2(src, dst / name)
     shutil.copy2(ROOT / "tests" / "micro" / "config.yaml", dst / "config" / "micro.yaml")
