@@ -11,6 +11,8 @@ import pytest
 pytest.importorskip("open_clip")
 pytest.importorskip("safetensors")
 
+pytestmark = pytest.mark.slow  # runs the benchmark script end to end (make test, not test-fast)
+
 
 def _bench():
     path = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_merge.py"

@@ -69,6 +69,7 @@ def cli(*args, env, cwd=ROOT, **kw):
                           capture_output=True, text=True, timeout=120, **kw)
 
 
+@pytest.mark.slow  # starts a fork server (make test, not test-fast)
 def test_same_output_and_status_as_own_process(server, tmp_path):
     own = {k: v for k, v in server.items() if k != forkserver.ENV}
     for args in (["methods"], ["validate-config", "config/config.yaml"]):
@@ -82,11 +83,13 @@ def test_same_output_and_status_as_own_process(server, tmp_path):
     assert "seed" in a.stderr and a.stderr.strip().splitlines()[-1] == b.stderr.strip().splitlines()[-1]
 
 
+@pytest.mark.slow  # starts a fork server (make test, not test-fast)
 def test_relative_paths_use_the_jobs_directory(server):
     a = cli("validate-config", "config.yaml", env=server, cwd=ROOT / "config")
     assert FORKED in a.stderr and a.returncode == 0 and "config.yaml: valid" in a.stdout
 
 
+@pytest.mark.slow  # starts a fork server (make test, not test-fast)
 def test_declines_a_different_environment(server):
     env = {**server, "OMP_NUM_THREADS": "2"}
     a = cli("methods", env=env)
@@ -118,6 +121,7 @@ def _alive(pid) -> bool:
     return True
 
 
+@pytest.mark.slow  # starts a fork server (make test, not test-fast)
 def test_signal_to_the_job_reaches_the_child(server, tmp_path):
     client, child = _blocked_job(server, tmp_path)
     client.send_signal(signal.SIGTERM)
@@ -125,6 +129,7 @@ def test_signal_to_the_job_reaches_the_child(server, tmp_path):
     wait_for(lambda: not _alive(child), 30, "the child kept running")
 
 
+@pytest.mark.slow  # starts a fork server (make test, not test-fast)
 def test_child_stops_when_the_job_process_is_killed(server, tmp_path):
     client, child = _blocked_job(server, tmp_path)
     client.kill()
@@ -132,6 +137,7 @@ def test_child_stops_when_the_job_process_is_killed(server, tmp_path):
     wait_for(lambda: not _alive(child), 30, "the child kept running")
 
 
+@pytest.mark.slow  # starts a fork server (make test, not test-fast)
 def test_server_exits_with_its_parent():
     """Snakemake killed outright (no onerror hook): the server notices and cleans up."""
     code = ("import time; from mergelab import forkserver; p, path = forkserver.start({}, %r); "

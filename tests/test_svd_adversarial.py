@@ -188,8 +188,12 @@ CASES = [  # (spectrum, T, shape, methods): every spectrum wide and tall, T = 2,
 ]
 
 
-@pytest.mark.parametrize("kind,T,shape,methods", CASES,
-                         ids=[f"{k}-T{T}-{s[0]}x{s[1]}" for k, T, s, _ in CASES])
+# T = 20 cases (the slowest, ~8 s each) run in `make test`; `make test-fast` keeps T = 2 and 8
+CASE_PARAMS = [pytest.param(*c, id=f"{c[0]}-T{c[1]}-{c[2][0]}x{c[2][1]}",
+                            marks=[pytest.mark.slow] if c[1] >= 20 else []) for c in CASES]
+
+
+@pytest.mark.parametrize("kind,T,shape,methods", CASE_PARAMS)
 def test_every_svd_method_is_exact_on_adversarial_spectra(kind, T, shape, methods):
     assert min(shape) >= L.FAST_MIN_R   # the large-key (shared-basis) route
     taus = task_vectors(kind, shape, T)
