@@ -8,6 +8,10 @@ STAMP  := $(VENV)/.installed
 export PATH := $(BIN):$(PATH)
 CORES  ?= all
 PYTEST_ARGS ?=
+# pytest-xdist: one worker per core (at most 4), whole test modules per worker, slowest first
+# (tests/conftest.py). PYTEST_WORKERS=0 runs in one process.
+PYTEST_WORKERS ?= auto
+PYTEST_XDIST = -n $(PYTEST_WORKERS) --maxprocesses 4 --dist loadfile --no-loadscope-reorder
 
 .PHONY: env run dry-run test test-fast lint lock report push pull clean-results help
 
@@ -37,10 +41,10 @@ dry-run: env
 	$(BIN)/snakemake --cores $(CORES) -n
 
 test: env
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_XDIST) $(PYTEST_ARGS)
 
 test-fast: env
-	$(BIN)/python -m pytest -m "not slow" $(PYTEST_ARGS)
+	$(BIN)/python -m pytest $(PYTEST_XDIST) -m "not slow" $(PYTEST_ARGS)
 
 lint: env
 	$(BIN)/snakemake --lint

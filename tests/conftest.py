@@ -5,6 +5,7 @@ default (config/config.yaml) in a temporary copy of the workflow, so that plain
 `snakemake`, dvc.yaml and `mergelab artifacts` all see it."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -92,10 +93,35 @@ def nano_results(wd: Path) -> Path:
 
 @pytest.fixture(scope="session")
 def nano_run(tmp_path_factory) -> Path:
-    """A finished nano run. Tests must not modify it: take a copy_run() first."""
-    wd = copy_nano_workflow(tmp_path_factory.mktemp("nano") / "wf")
-    smk(wd)
-    return wd
+    """A finished nano run. Tests must not modify it: take a copy_run() first.
+
+    Under pytest-xdist (`make test`) every worker has its own session; the first worker
+    that asks builds the run in the directory the workers share, the others wait for it."""
+    from filelock import FileLock
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        wd = copy_nano_workflow(tmp_path_factory.mktemp("nano") / "wf")
+        smk(wd)
+        return wd
+    shared = tmp_path_factory.getbasetemp().parent / "nano"
+    with FileLock(str(shared) + ".lock"):
+        if not (shared / "done").exists():
+            shutil.rmtree(shared, ignore_errors=True)
+            smk(copy_nano_workflow(shared / "wf"))
+            (shared / "done").touch()
+    return shared / "wf"
+
+
+# The slowest modules first: `make test` hands whole modules to its pytest-xdist workers
+# in this order (--dist loadfile), so the long end-to-end runs start at once and the
+# unit tests fill the gaps. Seconds are from docs/benchmarks.md ("Where make test's time goes").
+SLOW_MODULES_FIRST = ["test_smoke.py", "test_smoke_lora.py", "test_pipeline.py", "test_slurm.py",
+                      "test_reliability.py", "test_smoke_imports.py", "test_ablations_e2e.py",
+                      "test_dvc.py"]
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(SLOW_MODULES_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: keeps file order
 
 
 def sha_tree(root: Path, pattern: str = "*") -> dict[str, str]:

@@ -23,9 +23,10 @@ SNAKEMAKE = str(Path(sys.executable).with_name("snakemake"))
 pytestmark = pytest.mark.slow
 
 
-def snakemake(workdir: Path, *args: str, check: bool = True,
+def snakemake(workdir: Path, *args: str, check: bool = True, targets: tuple[str, ...] = (),
               env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    cmd = [SNAKEMAKE, "--cores", "2", "--configfile", "config/micro.yaml", *args]
+    # targets go before --configfile, which takes every following word as a config file
+    cmd = [SNAKEMAKE, "--cores", "2", *targets, "--configfile", "config/micro.yaml", *args]
     env = {"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(workdir),
            "PYTHONHASHSEED": "0", **(env_extra or {})}
     proc = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, env=env, timeout=900)
@@ -159,17 +160,22 @@ def test_method_code_change_reruns_its_merges(run_dir):
 
 
 def test_rerun_is_deterministic(run_dir, tmp_path):
-    """A second run from scratch gives identical metrics and tensors; it runs every job in
-    its own process (MERGELAB_FORKSERVER=off), the first one in children of the fork
-    server, so this also shows that the fork server does not change any result."""
+    """A second run from scratch of the full-fine-tuning half of the DAG (data, θ0, heads,
+    fine-tuning, task vectors, merges, evaluations, its table) gives identical tensors,
+    predictions, metrics and tables. It runs every job in its own process
+    (MERGELAB_FORKSERVER=off), the first run in children of the fork server, so this also
+    shows that the fork server does not change any result. The LoRA half is left out to keep
+    `make test` short: it runs the same job code."""
     from mergelab.runcompare import compare_runs
     wd2 = copy_workflow(tmp_path / "again")
-    snakemake(wd2, env_extra={"MERGELAB_FORKSERVER": "off"})
+    snakemake(wd2, targets=("results/micro/tables/full_trio.json",),
+              env_extra={"MERGELAB_FORKSERVER": "off"})
     a, b = results(run_dir), results(wd2)
     logs = {p: p.read_text() for p in (a / "logs").rglob("*.log")}
     forked = [p for p, text in logs.items() if "mergelab: job forked" in text]
     assert len(forked) >= len(logs) // 2, f"{len(forked)} of {len(logs)} jobs used the fork server"
     assert not any("mergelab: job forked" in p.read_text() for p in (b / "logs").rglob("*.log"))
     cmp = compare_runs(a, b)  # tensors, predictions, metrics and tables, bit for bit
-    assert cmp.identical, cmp.summary()
-    assert cmp.compared >= 80, cmp.summary()
+    assert not (cmp.differ or cmp.only_b), cmp.summary()
+    assert all("lora" in name or "regime" in name or "/lowrank/" in name for name in cmp.only_a), cmp.summary()
+    assert cmp.compared >= 40, cmp.summary()

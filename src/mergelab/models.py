@@ -3,7 +3,9 @@ towers (LoRA track), behind one small "image encoder" interface.
 
 The embedded mini suite uses ``mergelab-tiny``, an open_clip model config kept in
 ``mergelab/model_configs`` and registered with open_clip, so exactly the same code
-path serves ``ViT-B-32`` and friends at paper scale.
+path serves ``ViT-B-32`` and friends at paper scale. ``ViT-B-32-2blocks`` there is
+ViT-B-32 with two transformer blocks per tower (its widths, patch, image size and key
+names): `make test` runs the smoke configs on it (tests/test_smoke.py).
 """
 from __future__ import annotations
 

@@ -148,15 +148,20 @@ def write_random_hf_clip(out_dir: str | Path, seed: int = 0, **config_overrides)
     return out_dir
 
 
-def write_smoke_fixtures(out_dir: str | Path, seed: int = 0, hf_model: bool = True) -> dict[str, str]:
-    """Every fixture the smoke configs name, under ``out_dir``: the tasks and ``hf_clip_vit_b32``."""
+def write_smoke_fixtures(out_dir: str | Path, seed: int = 0, hf_model: bool = True,
+                         blocks: int | None = None) -> dict[str, str]:
+    """Every fixture the smoke configs name, under ``out_dir``: the tasks and ``hf_clip_vit_b32``.
+    ``blocks`` cuts both towers of the HF model to that many transformer layers (the
+    ``ViT-B-32-2blocks`` runs of tests/test_smoke.py); None keeps ViT-B/32's 12."""
     out_dir = Path(out_dir)
     written = {t: str(write_task(t, out_dir, seed)) for t in SMOKE_TASKS}
     if hf_model:
         hf = out_dir / "hf_clip_vit_b32"
         if hf.exists():
             shutil.rmtree(hf)
-        written["hf_clip_vit_b32"] = str(write_random_hf_clip(hf, seed))
+        depth = {} if blocks is None else {
+            "vision_config": {"num_hidden_layers": blocks}, "text_config": {"num_hidden_layers": blocks}}
+        written["hf_clip_vit_b32"] = str(write_random_hf_clip(hf, seed, **depth))
     return written
 
 
@@ -169,9 +174,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--seed", type=int, default=0)
     s.add_argument("--no-hf-model", action="store_true",
                    help="skip the random HF CLIPModel (only the LoRA smoke config needs it)")
+    s.add_argument("--blocks", type=int, default=None,
+                   help="transformer layers per tower of the HF model (default: ViT-B/32's 12)")
     a = ap.parse_args(argv)
     os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
-    for name, path in write_smoke_fixtures(a.out, a.seed, not a.no_hf_model).items():
+    for name, path in write_smoke_fixtures(a.out, a.seed, not a.no_hf_model, a.blocks).items():
         print(f"{name}: {path}")
     return 0
 
