@@ -12,12 +12,13 @@ Sources (``data.tasks.<task>.source``):
 * ``hub``: ``datasets.load_dataset(hub_id, hub_config, cache_dir=data.cache_dir)``.
   The hub ids, split names and column names are in ``HUB_TASKS``; a task config may
   override ``hub_id`` / ``hub_config``.
-* ``local`` (``path:``): a folder in one of three layouts, detected in this order:
+* ``local`` (``path:``): a folder in one of four layouts, detected in this order:
   a saved ``DatasetDict`` (``save_to_disk`` output, has ``dataset_dict.json``);
   parquet files per split (``<split>.parquet``, ``<split>-*.parquet``,
   ``<split>/*.parquet``, also under ``data/``); or a torchvision ``ImageFolder``
   tree ``<path>/train/<class>/*.png``, ``<path>/test/<class>/...`` and optionally
-  ``<path>/val/<class>/...``.
+  ``<path>/val/<class>/...``; or the MNIST family's IDX files
+  (``train-images-idx3-ubyte[.gz]``, ``t10k-labels-idx1-ubyte[.gz]``, ...; module ``idx``).
 
 Split rules (``data.tasks.<task>.split_protocol``):
 
@@ -40,7 +41,8 @@ Pre-download with internet: ``python -m mergelab.cli paper-data download --cache
 --tasks Cars DTD ...`` (see ``docs/paper_scale.md``).
 
 Modules: ``tasks`` (the dataset table: sources, class names, templates), ``sources``
-(loading a hub dataset or a local folder), ``splits`` (the split rules), ``prepare``.
+(loading a hub dataset or a local folder), ``idx`` (the IDX files), ``splits`` (the split
+rules), ``prepare``.
 """
 from .prepare import prepare_task
 from .sources import download, download_command, hub_table, load_hub, load_local, resolve_classes
