@@ -70,7 +70,7 @@ def task_vector_gram(source: TaskVectorSource, keys: Sequence[str]) -> torch.Ten
         raise ValueError("no task-vector keys to compare")
     gram = None
     for key in keys:
-        x = torch.stack([t.double().flatten() for t in source.get(key)])
+        x = torch.stack([t.flatten() for t in source.get(key)]).double()
         gram = x @ x.T if gram is None else gram + x @ x.T
     return gram
 
