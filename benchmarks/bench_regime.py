@@ -5,8 +5,9 @@ Writes T synthetic task vectors with the open_clip ViT-B-32 image-encoder shapes
 computes the regime report's task-vector statistics two ways:
 
 * ``stream``: ``regime.regime_statistics`` (one key of every task in memory at a time);
-* ``whole``: every task vector loaded whole and flattened (the report's way until
-  2026-11-30), written inside this file as the reference.
+* ``whole``: every task vector loaded whole and flattened to float64, written inside this
+  file as the reference (the report loaded every task vector whole until 2026-11-30, but
+  flattened only two at a time).
 
 It prints, per way, the growth of anonymous resident memory (``bench_merge.AnonPeak``),
 the wall time, and how far the streamed statistics are from the whole-vector ones
