@@ -1,12 +1,14 @@
 """The regime report's statistics (src/mergelab/regime.py) on small inputs with known answers."""
 import json
 import math
+import weakref
 
 import pytest
 import torch
 
 from mergelab import regime
-from mergelab.io import save_tensors
+from mergelab.io import ArtifactError, save_tensors
+from mergelab.taskvectors import DictSource, SafetensorsSource
 
 
 def test_truncate_rank_keeps_r_over_T_triplets():
@@ -97,3 +99,86 @@ def test_disentanglement_errors_reach_the_report(tmp_path):
     text = md.read_text()
     assert "αs, αt ∈ {0.5, 1}" in text
     assert "| b | 10.0 |  | 30.0 |" in text  # the symmetric pair matrix, empty diagonal
+
+
+def _accuracy_evals(tmp_path, tasks):
+    return [_write(tmp_path / "zs.json", {"kind": "zeroshot", "regime": "full", "test": {t: 0.5 for t in tasks}}),
+            _write(tmp_path / "ind.json", {"kind": "individual", "regime": "full", "test": {t: 0.9 for t in tasks}})]
+
+
+def _save_taus(tmp_path, taus):
+    paths = []
+    for i, tau in enumerate(taus):
+        paths.append(tmp_path / f"t{i}.safetensors")
+        save_tensors(tau, paths[-1])
+    return paths
+
+
+def test_streamed_cosine_and_norm_sum_over_keys(tmp_path):
+    # τ1 lives in key w, τ2 in key b, τ3 in both: only the sum across keys gives the flat CosSim
+    # (a per-key average would give cos(τ1, τ3) = (1 + 0) / 2 instead of 1/√5).
+    w1 = torch.zeros(2, 2)
+    w1[0, 0] = 1.0
+    b2 = torch.tensor([2.0, 0.0, 0.0])
+    taus = [{"w": w1, "b": torch.zeros(3)}, {"w": torch.zeros(2, 2), "b": b2}, {"w": w1, "b": b2}]
+    theta0 = {"w": torch.full((2, 2), 3.0), "b": torch.ones(3), "other": torch.full((5,), 100.0)}
+    tasks = ["x", "y", "z"]
+    st = regime.regime_statistics(_accuracy_evals(tmp_path, tasks), {"full": _save_taus(tmp_path, taus)},
+                                  theta0, tasks)
+    # cos(τ1, τ2) = 0, cos(τ1, τ3) = 1/√5, cos(τ2, τ3) = 4 / (2√5); mean = 1/√5
+    assert math.isclose(st["cossim_mean_full"], 1 / math.sqrt(5), rel_tol=1e-12)
+    # ‖θ0‖² over the task vectors' keys only: 4·9 + 3·1 = 39 ("other" is not a task-vector key)
+    expected = {"x": 1.0, "y": 2.0, "z": math.sqrt(5)}
+    for t, norm in expected.items():
+        assert math.isclose(st["per_task"]["tau_norm_full"][t], 100 * norm / math.sqrt(39), rel_tol=1e-12)
+    assert regime.pairwise_cosines(regime.task_vector_gram(DictSource(taus), ["w", "b"])) == pytest.approx(
+        [0.0, 1 / math.sqrt(5), 2 / math.sqrt(5)], rel=1e-12)
+
+
+def test_streamed_statistics_match_the_flattened_vectors(tmp_path):
+    g = torch.Generator().manual_seed(3)
+    shapes = {"a": (7, 5), "b": (11,), "c": (3, 4, 2)}
+    base = {k: torch.randn(*s, generator=g) for k, s in shapes.items()}
+    taus = [{k: base[k] + torch.randn(*s, generator=g) for k, s in shapes.items()} for _ in range(4)]
+    theta0 = {k: torch.randn(*s, generator=g) for k, s in shapes.items()}
+    tasks = ["p", "q", "r", "s"]
+    st = regime.regime_statistics(_accuracy_evals(tmp_path, tasks), {"full": _save_taus(tmp_path, taus)},
+                                  theta0, tasks)
+    flat = [torch.cat([tau[k].double().flatten() for k in sorted(shapes)]) for tau in taus]
+    cos = [float(flat[i] @ flat[j] / (flat[i].norm() * flat[j].norm())) for i in range(4) for j in range(i + 1, 4)]
+    assert math.isclose(st["cossim_mean_full"], sum(cos) / len(cos), rel_tol=1e-12)
+    norm0 = float(torch.cat([theta0[k].double().flatten() for k in shapes]).norm())
+    for t, f in zip(tasks, flat):
+        assert math.isclose(st["per_task"]["tau_norm_full"][t], 100 * float(f.norm()) / norm0, rel_tol=1e-12)
+
+
+def test_a_key_missing_in_one_task_vector_is_named(tmp_path):
+    taus = [{"w": torch.ones(2), "b": torch.ones(1)}, {"w": torch.ones(2)}]
+    paths = _save_taus(tmp_path, taus)
+    with pytest.raises(ArtifactError, match=r"t1\.safetensors.*missing here: \['b'\]"):
+        regime.regime_statistics(_accuracy_evals(tmp_path, ["x", "y"]), {"lora": paths}, {}, ["x", "y"])
+    with pytest.raises(KeyError, match=r"'b' of .*t0\.safetensors is not in θ0"):
+        regime.regime_statistics(_accuracy_evals(tmp_path, ["x"]), {"full": paths[:1]}, {"w": torch.ones(2)}, ["x"])
+
+
+def test_task_vectors_are_loaded_one_key_at_a_time(tmp_path, monkeypatch):
+    """Every tensor of the previous key is freed before the next key is read: peak memory is
+    one key of each task, not T whole task vectors."""
+    g = torch.Generator().manual_seed(0)
+    taus = [{k: torch.randn(4, generator=g) for k in "abcde"} for _ in range(3)]
+    alive: list[weakref.ref] = []
+    requested = []
+    original = SafetensorsSource.get
+
+    def tracking_get(self, key):
+        assert not [r for r in alive if r() is not None], f"tensors of an earlier key alive when reading '{key}'"
+        out = original(self, key)
+        alive.extend(weakref.ref(t) for t in out)
+        requested.append(key)
+        return out
+
+    monkeypatch.setattr(SafetensorsSource, "get", tracking_get)
+    tasks = ["x", "y", "z"]
+    regime.regime_statistics(_accuracy_evals(tmp_path, tasks), {"full": _save_taus(tmp_path, taus)},
+                             {k: torch.ones(4) for k in "abcde"}, tasks)
+    assert sorted(requested) == list("abcde")  # each key read once, for all tasks together

@@ -13,7 +13,8 @@ from typing import Any, Mapping, Sequence
 
 import torch
 
-from .io import atomic_path, load_json, load_tensors, save_json
+from .io import atomic_path, load_json, save_json
+from .taskvectors import DictSource, SafetensorsSource, TaskVectorSource
 
 # Paper setting: CLIP ViT-B/32, 8 tasks (FusionBench and the papers' tables).
 PAPER = {
@@ -60,22 +61,50 @@ def _mean(xs: Sequence[float]) -> float | None:
     return sum(xs) / len(xs) if xs else None
 
 
+def task_vector_gram(source: TaskVectorSource, keys: Sequence[str]) -> torch.Tensor:
+    """T × T Gram matrix ⟨τs, τt⟩ of the task vectors flattened over ``keys``, in float64.
+
+    Summed key by key: only one key of every task is loaded at a time, so ViT-L's eight
+    task vectors never sit in memory together."""
+    if not keys:
+        raise ValueError("no task-vector keys to compare")
+    gram = None
+    for key in keys:
+        x = torch.stack([t.flatten() for t in source.get(key)]).double()
+        gram = x @ x.T if gram is None else gram + x @ x.T
+    return gram
+
+
+def pairwise_cosines(gram: torch.Tensor) -> list[float]:
+    """CosSim of every task pair (itertools.combinations order) from their Gram matrix;
+    0 when either task vector is zero."""
+    out = []
+    for s, t in itertools.combinations(range(gram.shape[0]), 2):
+        den = float(gram[s, s].sqrt() * gram[t, t].sqrt())
+        out.append(float(gram[s, t]) / den if den > 0 else 0.0)
+    return out
+
+
+def squared_norm(weights: Mapping[str, torch.Tensor], keys: Sequence[str], where: str = "") -> float:
+    """Σ ‖weights[k]‖² of θ0 over the task vectors' ``keys`` (found in file ``where``), in float64."""
+    missing = [k for k in keys if k not in weights]
+    if missing:
+        raise KeyError(f"task vector key '{missing[0]}'{f' of {where}' if where else ''} is not in θ0")
+    return sum(float(weights[k].double().pow(2).sum()) for k in keys)
+
+
 def flat_cosine(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:
     """Cosine similarity of two task vectors flattened over their shared keys (the papers'
     CosSim; analysis.cos_sim is the per-key one of the heatmaps)."""
-    from .analysis import cos_sim
     keys = sorted(set(a) & set(b))
-    return cos_sim(torch.cat([a[k].flatten() for k in keys]), torch.cat([b[k].flatten() for k in keys]))
+    return pairwise_cosines(task_vector_gram(DictSource([a, b]), keys))[0]
 
 
 def relative_norm(tau: Mapping[str, torch.Tensor], theta0: Mapping[str, torch.Tensor]) -> float:
     """‖τ‖ / ‖θ0‖ over the task vector's keys (θ0 keys as the image encoder names them)."""
-    missing = [k for k in tau if k not in theta0]
-    if missing:
-        raise KeyError(f"task vector key '{missing[0]}' is not in θ0")
-    num = sum(float(tau[k].double().pow(2).sum()) for k in tau)
-    den = sum(float(theta0[k].double().pow(2).sum()) for k in tau)
-    return (num / den) ** 0.5
+    keys = list(tau)
+    den = squared_norm(theta0, keys)
+    return (float(task_vector_gram(DictSource([tau]), keys)[0, 0]) / den) ** 0.5
 
 
 def truncate_rank(tau: Mapping[str, torch.Tensor], divisor: int) -> dict[str, torch.Tensor]:
@@ -151,12 +180,15 @@ def regime_statistics(evals: Sequence[str | Path], taskvectors: Mapping[str, Seq
     for regime, accs in ind.items():
         stats["per_task"][f"individual_{regime}"] = {t: 100 * accs[t] for t in tasks}
     for regime, paths in taskvectors.items():
-        taus = [load_tensors(p) for p in paths]
-        if regime == "full":
-            norms = {t: 100 * relative_norm(tau, pretrained_encoder) for t, tau in zip(tasks, taus)}
+        source = SafetensorsSource(paths)
+        keys = source.keys()
+        theta0_sq = squared_norm(pretrained_encoder, keys, str(paths[0])) if regime == "full" else None
+        gram = task_vector_gram(source, keys)
+        if theta0_sq is not None:
+            norms = {t: 100 * (float(gram[i, i]) / theta0_sq) ** 0.5 for i, t in enumerate(tasks)}
             stats["per_task"]["tau_norm_full"] = norms
             stats["tau_norm_max"] = max(norms.values())
-        cos = [flat_cosine(a, b) for a, b in itertools.combinations(taus, 2)]
+        cos = pairwise_cosines(gram)
         stats[f"cossim_mean_{regime}"] = _mean(cos) if cos else None
     cos_all = [v for k, v in stats.items() if k.startswith("cossim_mean_") and v is not None]
     stats["cossim_mean"] = max(cos_all) if cos_all else None

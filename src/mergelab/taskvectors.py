@@ -91,8 +91,9 @@ class SafetensorsSource(TaskVectorSource):
         for p, h in zip(self.paths[1:], self._handles[1:]):
             keys = list(h.keys())
             if set(keys) != set(self._keys):
-                diff = sorted(set(keys) ^ set(self._keys))[:5]
-                raise ArtifactError(f"{p}: keys differ from {self.paths[0]} (e.g. {diff})")
+                missing, extra = sorted(set(self._keys) - set(keys)), sorted(set(keys) - set(self._keys))
+                raise ArtifactError(f"{p}: keys differ from {self.paths[0]} (missing here: {missing[:5]}, "
+                                    f"only here: {extra[:5]})")
             for k in keys:
                 if h.get_slice(k).get_shape() != ref[k]:
                     raise ArtifactError(f"{p}: tensor '{k}' has shape {h.get_slice(k).get_shape()}, "
