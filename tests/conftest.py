@@ -18,6 +18,17 @@ ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `make test` runs one pytest-xdist worker per core: OpenMP threads that spin while they
+    # wait would take the other workers' cores (set before torch loads OpenMP)
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+
+def pytest_configure(config):
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+        torch.set_num_threads(1)  # one worker per core already fills the machine
+
 
 def nano_config() -> dict:
     cfg = yaml.safe_load((ROOT / "tests" / "micro" / "config.yaml").read_text())
