@@ -21,7 +21,6 @@ task. Everything is a function of the seed, so the fixtures are reproducible bit
 from __future__ import annotations
 
 import argparse
-import io
 import json
 import os
 import shutil
@@ -31,19 +30,14 @@ from typing import Sequence
 
 import numpy as np
 
+from .prepare import png_bytes
+
 #: task -> (format, class count, split sizes); label kinds follow the hub copies
 SMOKE_TASKS = {
     "MNIST": ("parquet", 10, {"train": 30, "test": 10}),
     "PCAM": ("saved_datasetdict", 2, {"train": 24, "valid": 8, "test": 8}),
     "RenderedSST2": ("hub_repo_parquet", 2, {"train": 24, "validation": 8, "test": 8}),
 }
-
-
-def _png(arr: np.ndarray) -> bytes:
-    from PIL import Image
-    buf = io.BytesIO()
-    Image.fromarray(arr).save(buf, format="PNG")
-    return buf.getvalue()
 
 
 def class_images(n: int, n_classes: int, seed: int, size: int = 32) -> tuple[list[bytes], list[int]]:
@@ -57,7 +51,7 @@ def class_images(n: int, n_classes: int, seed: int, size: int = 32) -> tuple[lis
         colour = np.array([(37 * c) % 256, (91 * c + 60) % 256, (53 * c + 120) % 256], float)
         stripes = 0.5 + 0.5 * np.sin(2 * np.pi * (c + 1) * (xx + 0.5 * yy))
         img = colour[None, None, :] * stripes[..., None] + rng.normal(0, 20, (size, size, 3))
-        imgs.append(_png(np.clip(img, 0, 255).astype(np.uint8)))
+        imgs.append(png_bytes(np.clip(img, 0, 255).astype(np.uint8)))
     return imgs, labels
 
 

@@ -1,8 +1,21 @@
 """Prepare one task's dataset directory (HF datasets on-disk format), whatever its source."""
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import Any, Mapping
+
+import numpy as np
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+    """One uint8 image (``[h, w]`` greyscale or ``[h, w, 3]`` RGB) as PNG bytes: how every
+    prepared dataset stores its images (lossless, as the hub's parquet copies do)."""
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def task_source(task_cfg: Mapping[str, Any]) -> str:

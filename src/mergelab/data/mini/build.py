@@ -2,7 +2,6 @@
 validation split, and a pixel-baseline sanity check."""
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -11,21 +10,15 @@ from pathlib import Path
 
 import numpy as np
 
+from ..prepare import png_bytes
 from .primitives import RES
 from .tasks import GENERATOR_VERSION, get_task, task_arrays
-
-
-def _png(arr: np.ndarray) -> bytes:
-    from PIL import Image
-    buf = io.BytesIO()
-    Image.fromarray(arr, "RGB").save(buf, format="PNG", compress_level=6)
-    return buf.getvalue()
 
 
 def _image_dataset(images: np.ndarray, columns: dict, features: dict):
     import datasets
     feats = datasets.Features({"image": datasets.Image(), **features})
-    data = {"image": [{"bytes": _png(a), "path": None} for a in images], **columns}
+    data = {"image": [{"bytes": png_bytes(a), "path": None} for a in images], **columns}
     return datasets.Dataset.from_dict(data, features=feats)
 
 

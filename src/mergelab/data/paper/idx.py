@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import gzip
-import io
 import zlib
 from pathlib import Path
 
@@ -91,12 +90,3 @@ def read_idx_split(images_file: Path, labels_file: Path) -> tuple[np.ndarray, np
         raise PaperDataError(f"IDX files {images_file} ({len(images)} images) and "
                              f"{labels_file} ({len(labels)} labels) disagree on the count")
     return images, labels
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-    """One uint8 image (``[h, w]`` greyscale or ``[h, w, 3]`` RGB) as PNG bytes (lossless)."""
-    from PIL import Image
-
-    buf = io.BytesIO()
-    Image.fromarray(image).save(buf, format="PNG")
-    return buf.getvalue()

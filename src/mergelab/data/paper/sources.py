@@ -6,7 +6,8 @@ import os
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .idx import find_idx, png_bytes, read_idx_split
+from ..prepare import png_bytes
+from .idx import find_idx, read_idx_split
 from .tasks import HUB_TASKS, VAL_SPLITS, HubTask, PaperDataError, hub_task
 
 
