@@ -9,9 +9,10 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import torch
-
+from ..lazy import lazy_module
 from ..io import ArtifactError, load_tensors
+
+torch = lazy_module("torch")
 
 
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")
