@@ -24,7 +24,6 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable, Mapping
 
-
 from .lazy import lazy_module
 
 torch = lazy_module("torch")

@@ -18,8 +18,8 @@ from typing import Mapping, Sequence
 
 from safetensors import SafetensorError, safe_open
 
-from .lazy import lazy_module
 from .io import ArtifactError, check_finite
+from .lazy import lazy_module
 
 torch = lazy_module("torch")
 

@@ -6,9 +6,9 @@ import os
 from pathlib import Path
 from typing import Any, Mapping
 
-from ..lazy import lazy_module
 from .. import convert
 from ..io import load_tensors
+from ..lazy import lazy_module
 from ..taskvectors import task_vector
 from .sources import (_PICKLE_SUFFIXES, _VISION_ROOTS, CheckpointError, check_same_architecture,
                       safe_torch_load)

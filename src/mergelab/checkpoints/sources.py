@@ -9,8 +9,8 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from ..lazy import lazy_module
 from ..io import ArtifactError, load_tensors
+from ..lazy import lazy_module
 
 torch = lazy_module("torch")
 
