@@ -26,7 +26,7 @@ import signal
 import socket
 import struct
 import sys
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 ENV = "MERGELAB_FORKSERVER"
 # Imported by the server before it forks; each one a job would otherwise import itself.
@@ -200,7 +200,7 @@ def _child(conn: socket.socket, server_env: dict[str, str], added: dict[str, str
             os._exit(rc)
 
 
-def preload(names=PRELOAD) -> None:
+def preload(names: Sequence[str] = PRELOAD) -> None:
     """Import ``names`` and run each module's code: one registered as a lazy module
     (mergelab.lazy, e.g. torch after importing mergelab.methods) is executed here too."""
     import importlib
