@@ -66,7 +66,8 @@ class FunctionalEncoder:
                 raise MethodConfigError(f"task-vector key '{k}' is not a weight of the image encoder")
 
     def __call__(self, weights: Mapping[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
-        return torch.func.functional_call(self.encoder, {self.names[k]: v for k, v in weights.items()}, (images,))
+        named = {self.names[k]: v for k, v in weights.items()}
+        return torch.func.functional_call(self.encoder, named, (images,))
 
 
 def get_evaluator(ctx: MergeContext, name: str):
