@@ -64,9 +64,9 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
 def _check_shipped_tag(model: dict[str, Any]) -> None:
     """The repo's own architectures have no open_clip tags: their pretrained tag must be shipped."""
     from . import shipped
-    from .models import CONFIG_DIR
     tag = model.get("pretrained")
-    if tag and (CONFIG_DIR / f"{model['name']}.json").is_file() and not shipped.is_shipped(model["name"], tag):
+    own_architecture = (shipped.CONFIG_DIR / f"{model['name']}.json").is_file()
+    if tag and own_architecture and not shipped.is_shipped(model["name"], tag):
         raise ConfigError(f"config key 'model.pretrained': '{tag}' is not shipped for '{model['name']}' "
                           f"(shipped tags: {', '.join(shipped.shipped_tags()) or 'none'}; "
                           f"files in {shipped.WEIGHTS_DIR})")

@@ -24,7 +24,9 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable, Mapping
 
-import torch
+from .lazy import lazy_module
+
+torch = lazy_module("torch")
 
 HF_PREFIX = "vision_model."
 HF_PROJ = "visual_projection.weight"

@@ -26,7 +26,7 @@ import signal
 import socket
 import struct
 import sys
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 
 ENV = "MERGELAB_FORKSERVER"
 # Imported by the server before it forks; each one a job would otherwise import itself.
@@ -200,17 +200,23 @@ def _child(conn: socket.socket, server_env: dict[str, str], added: dict[str, str
             os._exit(rc)
 
 
+def preload(names: Sequence[str] = PRELOAD) -> None:
+    """Import ``names`` and run each module's code: one registered as a lazy module
+    (mergelab.lazy, e.g. torch after importing mergelab.methods) is executed here too."""
+    import importlib
+    for name in names:
+        try:
+            vars(importlib.import_module(name))
+        except Exception:  # noqa: BLE001 - an optional library: the job imports it itself
+            pass
+
+
 def serve(path: str, parent: int, entry: str) -> None:
     """Preload, then fork a child per connection, each running ``entry`` ("module:function")
     on its job's argv, until SIGTERM or until the parent process (Snakemake) is gone. No
     idle timeout: at paper scale a single job can run for hours."""
-    import importlib
     server_env = dict(os.environ)
-    for name in PRELOAD:
-        try:
-            importlib.import_module(name)
-        except Exception:  # noqa: BLE001 - an optional library: the job imports it itself
-            pass
+    preload()
     run = load_entry(entry)  # fails before the socket exists: jobs then run on their own
     added = {k: v for k, v in os.environ.items() if server_env.get(k) != v}
     signal.signal(signal.SIGCHLD, signal.SIG_IGN)  # children reap themselves

@@ -16,9 +16,11 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, save_file
+
+from .lazy import lazy_module
+
+torch = lazy_module("torch")
 
 
 class ArtifactError(RuntimeError):
@@ -86,6 +88,7 @@ def _test_pause(path: Path, tmp: Path) -> None:
 def save_tensors(tensors: Mapping[str, torch.Tensor], path: str | os.PathLike,
                  metadata: Mapping[str, str] | None = None) -> None:
     """Atomically save a flat dict of tensors as safetensors."""
+    from safetensors.torch import save_file
     clean = {k: v.detach().contiguous().cpu() for k, v in tensors.items()}
     with atomic_path(path) as tmp:
         save_file(clean, str(tmp), metadata=dict(metadata) if metadata else None)
@@ -113,6 +116,7 @@ def _canonical_header(path: Path) -> None:
 
 def load_tensors(path: str | os.PathLike, device: str = "cpu") -> dict[str, torch.Tensor]:
     """Load safetensors, turning any decoding failure into an error naming the file."""
+    from safetensors.torch import load_file
     path = Path(path)
     if not path.exists():
         raise ArtifactError(f"{path}: file does not exist")

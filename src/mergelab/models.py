@@ -18,8 +18,8 @@ import torch
 from torch import nn
 
 from .io import ArtifactError, load_tensors
+from .shipped import CONFIG_DIR
 
-CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 

@@ -14,6 +14,8 @@ from typing import Any, Mapping
 from .io import ArtifactError, save_json, sha256_file
 
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+#: open_clip configs of the repo's own architectures (e.g. mergelab-tiny)
+CONFIG_DIR = Path(__file__).resolve().parent / "model_configs"
 
 
 def card_path(tag: str) -> Path:

@@ -16,10 +16,12 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Mapping, Sequence
 
-import torch
 from safetensors import SafetensorError, safe_open
 
 from .io import ArtifactError, check_finite
+from .lazy import lazy_module
+
+torch = lazy_module("torch")
 
 
 def task_vector(finetuned: Mapping[str, torch.Tensor],

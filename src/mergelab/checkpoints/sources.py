@@ -9,9 +9,10 @@ import re
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import torch
-
 from ..io import ArtifactError, load_tensors
+from ..lazy import lazy_module
+
+torch = lazy_module("torch")
 
 
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

@@ -10,9 +10,11 @@ import io
 from pathlib import Path
 
 import numpy as np
-import torch
 
 from ..io import ArtifactError
+from ..lazy import lazy_module
+
+torch = lazy_module("torch")
 
 REQUIRED_SPLITS = ("train", "validation", "test")
 

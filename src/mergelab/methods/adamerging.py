@@ -28,12 +28,11 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-import torch
-from torch.func import functional_call
-
-from ..models import normalize_images
+from ..lazy import lazy_module
 from .base import (COEFFICIENT_PREFIX, AnyOf, Choice, Flag, Interval, MergeContext, MergeMethod,
                    MethodConfigError, Name, Number, Param, TaskVectorSource, optional, param_error)
+
+torch = lazy_module("torch")
 
 
 #: ``init`` value: start λ at another method instance's validated α (its eval JSON)
@@ -67,7 +66,8 @@ class FunctionalEncoder:
                 raise MethodConfigError(f"task-vector key '{k}' is not a weight of the image encoder")
 
     def __call__(self, weights: Mapping[str, torch.Tensor], images: torch.Tensor) -> torch.Tensor:
-        return functional_call(self.encoder, {self.names[k]: v for k, v in weights.items()}, (images,))
+        named = {self.names[k]: v for k, v in weights.items()}
+        return torch.func.functional_call(self.encoder, named, (images,))
 
 
 def get_evaluator(ctx: MergeContext, name: str):
@@ -168,6 +168,7 @@ class EntropyMerging(MergeMethod):
 
     def merge(self, store: TaskVectorSource, ctx: MergeContext,
               progress: Callable[[Iterable], Iterable] = lambda x: x) -> dict[str, torch.Tensor]:
+        from ..models import normalize_images  # nn.Module subclasses: not at parse time
         p = self.params
         init = self.initial_lambda(ctx)
         ev = get_evaluator(ctx, self.name)

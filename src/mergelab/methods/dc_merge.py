@@ -33,12 +33,13 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import torch
-
+from ..lazy import lazy_module
 from .base import (Choice, Flag, KeyInfo, MergeMethod, Number, Param, disjoint_mean,
                    top_count_mask, vector_mean)
-from .linalg import (F32, F64, GramPolar, assemble, block_diag_mask, key_basis, per_task_rank,
+from .linalg import (GramPolar, assemble, block_diag_mask, key_basis, per_task_rank,
                      smooth_energy, task_triplets, use_fast)
+
+torch = lazy_module("torch")
 
 SMOOTHINGS = ("auto", "none", "avg", "linear")
 
@@ -93,7 +94,7 @@ class DCMerge(MergeMethod):
             Ms.append(Mt * top_count_mask(Mt, count))
         A = disjoint_mean(torch.stack(Ms), zero_sum="zero")
         block = min(c, max(1, int(round(k * float(self.params["mask_scale"])))))
-        A = A * block_diag_mask(c, block, dtype=F64, device=A.device)
+        A = A * block_diag_mask(c, block, dtype=torch.float64, device=A.device)
         if fast:
-            return (b.PU @ A.to(F32)) @ b.PV.T
+            return (b.PU @ A.to(torch.float32)) @ b.PV.T
         return assemble(pu, A, pv)

@@ -19,18 +19,19 @@ from __future__ import annotations
 
 from typing import Sequence
 
-import torch
-
+from ..lazy import lazy_module
 from .base import KeyInfo, MergeMethod, Number, Param, vector_mean
-from .linalg import (CERT_TOL, F64, GramPolar, _svd_exact, assemble, certified_top_eigh,
+from .linalg import (CERT_TOL, GramPolar, _svd_exact, assemble, certified_top_eigh,
                      certified_top_svd, gram_bound, gram_floor, robust_svd, top_svd, use_fast)
+
+torch = lazy_module("torch")
 
 
 def sum_f64(taus: Sequence[torch.Tensor]) -> torch.Tensor:
     """Σ τt accumulated in float64 (one copy, not a [T, m, n] float64 stack)."""
-    out = taus[0].to(F64).clone()
+    out = taus[0].to(torch.float64).clone()
     for t in taus[1:]:
-        out += t.to(F64)
+        out += t.to(torch.float64)
     return out
 
 
@@ -62,7 +63,7 @@ class IsoC(MergeMethod):
         q = effective_rank(info, r, len(taus))
         if q == r and use_fast((m, n), False):
             return self._merge_large(sum_f64(taus))
-        A = torch.stack([t.to(F64) for t in taus]).sum(dim=0)
+        A = torch.stack([t.to(torch.float64) for t in taus]).sum(dim=0)
         if q < r:
             U, S, V = top_svd(A, q, exact=True)
             return (S.mean() * (U @ V.T)).float()
@@ -101,7 +102,7 @@ class IsoCTS(MergeMethod):
         if use_fast((m, n), False) and r == min(m, n):
             return self._merge_large(taus, c, nt)
         A32 = [t.float() for t in taus]
-        Ssum = torch.stack([t.to(F64) for t in taus]).sum(dim=0)
+        Ssum = torch.stack([t.to(torch.float64) for t in taus]).sum(dim=0)
         Us, Ss, Vs = [], [], []
         if m <= n:
             # left Gram gives U_c and its exact complement U_perp (I − U_cU_cᵀ = U_perp U_perpᵀ)
@@ -118,7 +119,7 @@ class IsoCTS(MergeMethod):
                 for t in A32:
                     B = Uperp.T @ t  # (m−c)×n coordinates of the projected task vector
                     Ub, Sb, Vb = top_svd(B, nt)
-                    Us.append(Uperp.to(F64) @ Ub), Ss.append(Sb), Vs.append(Vb)
+                    Us.append(Uperp.to(torch.float64) @ Ub), Ss.append(Sb), Vs.append(Vb)
         else:
             w, Q = torch.linalg.eigh(Ssum.T @ Ssum)
             w, Q = w.flip(0), Q.flip(1)
@@ -141,7 +142,7 @@ class IsoCTS(MergeMethod):
             return torch.zeros(m, n)
         pu = GramPolar(torch.cat(Us, dim=1))
         pv = GramPolar(torch.cat(Vs, dim=1))
-        core = S_all.mean() * torch.eye(S_all.numel(), dtype=F64)
+        core = S_all.mean() * torch.eye(S_all.numel(), dtype=torch.float64)
         return assemble(pu, core, pv)
 
     @staticmethod
@@ -160,7 +161,7 @@ class IsoCTS(MergeMethod):
         s_all = [sc]
         Us, Vs = [], []
         for t in taus:
-            t64 = t.to(F64)
+            t64 = t.to(torch.float64)
             if wide:  # U_perp = comp: coordinates of τt in the complement of U_c
                 Ub, Sb, Vb, _ = certified_top_svd(comp.T @ t64, nt, per_vector=False)
                 Ub = comp @ Ub

@@ -24,13 +24,14 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-import torch
-
+from ..lazy import lazy_module
 from .base import (KeyInfo, MergeContext, MergeMethod, MethodConfigError, Number, Param,
                    TaskVectorSource, disjoint_mean, is_matrix_key, key_seed, topk_mask, vector_mean)
 from .basic import TRIM_K, TRIM_SCOPE
-from .linalg import F64, robust_svd
+from .linalg import robust_svd
 from .trim import ties_merge_streamed, whole_model_thresholds
+
+torch = lazy_module("torch")
 
 #: singular values at or below this are dropped (the public code's support threshold)
 SIGMA_FLOOR = 1e-5
@@ -47,15 +48,15 @@ def shared_left_basis(deltas: Sequence[torch.Tensor]) -> torch.Tensor:
     σ (below 1e-7 of the largest) the concatenation itself is decomposed.
     """
     m = deltas[0].shape[0]
-    gram = torch.zeros(m, m, dtype=F64, device=deltas[0].device)
+    gram = torch.zeros(m, m, dtype=torch.float64, device=deltas[0].device)
     for d in deltas:
-        d64 = d.to(F64)
+        d64 = d.to(torch.float64)
         gram += d64 @ d64.T
     w, q = torch.linalg.eigh(gram)
     s, q = w.flip(0).clamp_min(0).sqrt(), q.flip(1)
     keep = s > SIGMA_FLOOR
     if keep.any() and s[keep].min() <= 1e-7 * s.max():
-        u, s2, _ = robust_svd(torch.cat(deltas, dim=1).to(F64), full_matrices=False)
+        u, s2, _ = robust_svd(torch.cat(deltas, dim=1).to(torch.float64), full_matrices=False)
         return u[:, s2 > SIGMA_FLOOR].to(torch.float32)
     return q[:, keep].to(torch.float32)
 

@@ -28,13 +28,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
-import torch
+from ..lazy import lazy_module
 
 if TYPE_CHECKING:
     from .base import KeyInfo
 
-F64 = torch.float64
-F32 = torch.float32
+torch = lazy_module("torch")
 
 
 def robust_svd(X: torch.Tensor, full_matrices: bool = False):
@@ -50,10 +49,10 @@ def robust_svd(X: torch.Tensor, full_matrices: bool = False):
     try:
         return torch.linalg.svd(X, full_matrices=full_matrices)
     except torch.linalg.LinAlgError as err:
-        if X.dtype == F64:
+        if X.dtype == torch.float64:
             raise torch.linalg.LinAlgError(f"SVD of a {tuple(X.shape)} float64 matrix did not "
                                            f"converge: {err}") from err
-        U, S, Vh = torch.linalg.svd(X.to(F64), full_matrices=full_matrices)
+        U, S, Vh = torch.linalg.svd(X.to(torch.float64), full_matrices=full_matrices)
         return U.to(X.dtype), S.to(X.dtype), Vh.to(X.dtype)
 
 
@@ -63,7 +62,7 @@ def _desc(w: torch.Tensor, Q: torch.Tensor, k: int) -> tuple[torch.Tensor, torch
 
 
 def _svd_exact(A: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    U, S, Vh = robust_svd(A.to(F64), full_matrices=False)
+    U, S, Vh = robust_svd(A.to(torch.float64), full_matrices=False)
     return U[:, :k], S[:k], Vh[:k].T
 
 
@@ -78,8 +77,8 @@ def top_svd(A: torch.Tensor, k: int, *, exact: bool = False) -> tuple[torch.Tens
     r = min(m, n)
     k = int(k)
     if k <= 0:
-        z = A.new_zeros((0,), dtype=F64)
-        return A.new_zeros((m, 0), dtype=F64), z, A.new_zeros((n, 0), dtype=F64)
+        z = A.new_zeros((0,), dtype=torch.float64)
+        return A.new_zeros((m, 0), dtype=torch.float64), z, A.new_zeros((n, 0), dtype=torch.float64)
     if k > r:
         raise ValueError(f"top_svd: k={k} > min(shape)={r}")
     if m < n:  # work on the tall orientation: the Gram is r×r
@@ -88,7 +87,7 @@ def top_svd(A: torch.Tensor, k: int, *, exact: bool = False) -> tuple[torch.Tens
     if r <= 64:
         return _svd_exact(A, k)
     if r <= 256:
-        A64 = A.to(F64)
+        A64 = A.to(torch.float64)
         w, Q = torch.linalg.eigh(A64.T @ A64)
         w, V = _desc(w, Q, k)
         S = w.clamp_min(0).sqrt()
@@ -116,7 +115,6 @@ FAST_MIN_R = 384
 #: largest certified rotation of a kept singular vector (and relative error of σ²) that
 #: the Gram route may return; docs/benchmarks.md ("exact route") measures its effect
 CERT_TOL = 1e-7
-EPS64 = float(torch.finfo(F64).eps)
 
 
 @dataclass
@@ -156,7 +154,7 @@ def gram_bound(G: torch.Tensor, lam: torch.Tensor, V: torch.Tensor, floor: float
 def gram_floor(m: int, scale: float) -> float:
     """Rounding floor of a float64 Gram of m-long columns whose largest eigenvalue is at
     most ``scale`` (‖A‖²)."""
-    return EPS64 * m ** 0.5 * scale
+    return float(torch.finfo(torch.float64).eps) * m ** 0.5 * scale
 
 
 def certified_top_eigh(G: torch.Tensor, k: int, floor: float, *, tol: float = CERT_TOL,
@@ -177,7 +175,7 @@ def certified_top_svd(A: torch.Tensor, k: int, *, tol: float = CERT_TOL, per_vec
     if m < n:
         V, S, U, cert = certified_top_svd(A.T, k, tol=tol, per_vector=per_vector)
         return U, S, V, cert
-    A64 = A.to(F64)
+    A64 = A.to(torch.float64)
     if k == 0:
         return A64.new_zeros((m, 0)), A64.new_zeros((0,)), A64.new_zeros((n, 0)), Certificate("none", 0.0)
     G = A64.T @ A64
@@ -254,11 +252,11 @@ class KeyBasis:
 
     def half_u(self) -> torch.Tensor:
         """polar(U_cat)ᵀ U_cat = (U_catᵀ U_cat)^{1/2} (Tk × Tk, float64)."""
-        return (self.PU.T @ cat_tasks(self.U)).to(F64)
+        return (self.PU.T @ cat_tasks(self.U)).to(torch.float64)
 
     def half_v(self) -> torch.Tensor:
         """polar(V_cat)ᵀ V_cat = (V_catᵀ V_cat)^{1/2} (Tk × Tk, float64)."""
-        return (self.PV.T @ cat_tasks(self.V)).to(F64)
+        return (self.PV.T @ cat_tasks(self.V)).to(torch.float64)
 
 
 def compute_key_basis(taus, k: int, stats: dict | None = None) -> KeyBasis:
@@ -272,8 +270,8 @@ def compute_key_basis(taus, k: int, stats: dict | None = None) -> KeyBasis:
         add_route(stats, cert)
     PU = GramPolar(torch.cat(Us, dim=1)).matrix()
     PV = GramPolar(torch.cat(Vs, dim=1)).matrix()
-    return KeyBasis(torch.stack(Us).to(F32), torch.stack(Ss), torch.stack(Vs).to(F32),
-                    PU.to(F32), PV.to(F32))
+    return KeyBasis(torch.stack(Us).to(torch.float32), torch.stack(Ss), torch.stack(Vs).to(torch.float32),
+                    PU.to(torch.float32), PV.to(torch.float32))
 
 
 def add_route(stats: dict | None, cert: Certificate) -> None:
@@ -304,14 +302,14 @@ class GramPolar:
 
     def __init__(self, X: torch.Tensor, *, cond: float = 1e-10):
         self.c = X.shape[1]
-        X64 = X.to(F64)
+        X64 = X.to(torch.float64)
         w, Q = torch.linalg.eigh(X64.T @ X64)
         self.base = X64
         if w[0] <= cond * w[-1]:
             # rank-deficient: the polar factor is not unique; use the spec's SVD route
             P, s, Qh = robust_svd(X64, full_matrices=False)
             self.base = P @ Qh
-            self.W = torch.eye(self.c, dtype=F64, device=X.device)
+            self.W = torch.eye(self.c, dtype=torch.float64, device=X.device)
             self._half, self.singular_values = Qh.T @ (s[:, None] * Qh), s
             return
         self.W = (Q * w.rsqrt()) @ Q.T
@@ -325,7 +323,7 @@ class GramPolar:
         return self._half
 
     def matrix(self) -> torch.Tensor:
-        return self.base.to(F64) @ self.W
+        return self.base.to(torch.float64) @ self.W
 
 
 def assemble(pu: GramPolar, core: torch.Tensor, pv: GramPolar) -> torch.Tensor:
@@ -334,8 +332,8 @@ def assemble(pu: GramPolar, core: torch.Tensor, pv: GramPolar) -> torch.Tensor:
     m, n = pu.base.shape[0], pv.base.shape[0]
     bu, bv = pu.base, pv.base  # float64: W can be large when X is ill-conditioned
     if m >= n:
-        return (bu @ (mid @ bv.T)).to(F32)
-    return ((bu @ mid) @ bv.T).to(F32)
+        return (bu @ (mid @ bv.T)).to(torch.float32)
+    return ((bu @ mid) @ bv.T).to(torch.float32)
 
 
 def smooth_energy(e: torch.Tensor, mode: str, rho: float) -> torch.Tensor:
@@ -359,7 +357,8 @@ def smooth_energy(e: torch.Tensor, mode: str, rho: float) -> torch.Tensor:
     raise ValueError(f"unknown smoothing '{mode}'")
 
 
-def block_diag_mask(n: int, block: int, dtype=F64, device=None) -> torch.Tensor:
-    """n×n mask of consecutive diagonal blocks of size ``block`` (last one truncated)."""
+def block_diag_mask(n: int, block: int, dtype=None, device=None) -> torch.Tensor:
+    """n×n mask of consecutive diagonal blocks of size ``block`` (last one truncated);
+    ``dtype`` defaults to float64."""
     idx = torch.arange(n, device=device) // max(1, int(block))
-    return (idx[:, None] == idx[None, :]).to(dtype)
+    return (idx[:, None] == idx[None, :]).to(torch.float64 if dtype is None else dtype)

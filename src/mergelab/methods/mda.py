@@ -40,10 +40,11 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-import torch
-
+from ..lazy import lazy_module
 from .base import Choice, Flag, KeyInfo, MergeMethod, Number, Param, key_seed, optional, vector_mean
 from .linalg import KeyBasis, cat_tasks, key_basis, robust_svd, use_fast
+
+torch = lazy_module("torch")
 
 
 def polar(a: torch.Tensor) -> torch.Tensor:
@@ -52,8 +53,10 @@ def polar(a: torch.Tensor) -> torch.Tensor:
     return p @ qh
 
 
-def etf_gram(k: int, dtype: torch.dtype = torch.float64, device=None) -> torch.Tensor:
-    """Gram matrix of the simplex ETF of k unit vectors: 1 on the diagonal, −1/(k−1) elsewhere."""
+def etf_gram(k: int, dtype: torch.dtype | None = None, device=None) -> torch.Tensor:
+    """Gram matrix of the simplex ETF of k unit vectors: 1 on the diagonal, −1/(k−1) elsewhere
+    (``dtype`` defaults to float64)."""
+    dtype = torch.float64 if dtype is None else dtype
     if k < 2:
         return torch.ones(k, k, dtype=dtype, device=device)
     eye = torch.eye(k, dtype=dtype, device=device)

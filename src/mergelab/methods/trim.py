@@ -20,11 +20,14 @@ from __future__ import annotations
 from typing import Callable, Iterable, Sequence
 
 import numpy as np
-import torch
+
+from ..lazy import lazy_module
+
+torch = lazy_module("torch")
 
 #: produces one key's stacked per-task values [T, *shape] (float32), e.g. the task vectors,
 #: their DARE-dropped versions or KnOTS' per-task right factors
-Producer = Callable[[str], torch.Tensor]
+Producer = Callable[[str], "torch.Tensor"]
 
 _HI_BINS = 1 << 15   # |x| has sign bit 0: high half-words 0 … 32767
 _LO_BINS = 1 << 16
