@@ -124,7 +124,7 @@ def nano_run(tmp_path_factory) -> Path:
 
 # The slowest modules first: `make test` hands whole modules to its pytest-xdist workers
 # in this order (--dist loadfile), so the long end-to-end runs start at once and the
-# unit tests fill the gaps. Seconds are from docs/benchmarks.md ("Where make test's time goes").
+# unit tests fill the gaps (their times: docs/benchmarks.md, "Test suite run time").
 SLOW_MODULES_FIRST = ["test_smoke.py", "test_smoke_lora.py", "test_pipeline.py", "test_slurm.py",
                       "test_reliability.py", "test_smoke_imports.py", "test_ablations_e2e.py",
                       "test_dvc.py"]
