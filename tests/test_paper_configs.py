@@ -184,8 +184,8 @@ def _basis_readers(extra: list[str]) -> tuple[set[str], int]:
             readers.add(re.search(r"method: (\w+)", nodes[b]).group(1))
     return readers, len(decompose)
 
-@pytest.mark.slow  # runs Snakemake (a dry run or --dag)
 
+@pytest.mark.slow  # runs Snakemake (a dry run or --dag)
 def test_only_the_basis_methods_depend_on_decompose(monkeypatch):
     """A change to the shared basis (its code, or a task vector) reruns the merges of TSV-M,
     DC-Merge, MDA and MDA AM and no other; shared_basis: false removes the rule."""
@@ -208,8 +208,8 @@ def _init_edges(configfile: Path) -> set[tuple[str, str]]:
     evaluated = {b: merged[a] for a, b in edges if a in merged and rule[b] == "eval_merged"}
     return {(evaluated[a], merged[b]) for a, b in edges if a in evaluated and b in merged}
 
-@pytest.mark.slow  # runs Snakemake (a dry run or --dag)
 
+@pytest.mark.slow  # runs Snakemake (a dry run or --dag)
 def test_mda_am_merge_depends_on_the_mda_eval(monkeypatch, tmp_path):
     """MDA AM starts λ at MDA's validated α (init: from_method, its default): its merge needs
     the mda eval JSON of the same suite; with a numeric init the edge is gone."""

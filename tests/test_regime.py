@@ -182,3 +182,16 @@ def test_task_vectors_are_loaded_one_key_at_a_time(tmp_path, monkeypatch):
     regime.regime_statistics(_accuracy_evals(tmp_path, tasks), {"full": _save_taus(tmp_path, taus)},
                              {k: torch.ones(4) for k in "abcde"}, tasks)
     assert sorted(requested) == list("abcde")  # each key read once, for all tasks together
+
+
+def test_a_zero_task_vector_has_cosine_zero_and_norm_zero():
+    """Degenerate input: a task vector that did not move (e.g. a task fine-tuned for 0 steps)
+    gives CosSim 0 with every other task (not NaN) and ‖τ‖ = 0; an exactly repeated task
+    vector gives CosSim 1 up to rounding."""
+    g = torch.Generator().manual_seed(1)
+    tau = {"w": torch.randn(6, 4, generator=g), "b": torch.randn(4, generator=g)}
+    zero = {k: torch.zeros_like(v) for k, v in tau.items()}
+    gram = regime.task_vector_gram(DictSource([tau, zero, tau]), ["w", "b"])
+    cos = regime.pairwise_cosines(gram)
+    assert cos[0] == 0.0 and cos[2] == 0.0 and math.isclose(cos[1], 1.0, rel_tol=1e-15)
+    assert regime.relative_norm(zero, {"w": torch.ones(6, 4), "b": torch.ones(4)}) == 0.0

@@ -24,9 +24,7 @@ from __future__ import annotations
 import re
 from typing import Any, Iterable, Mapping
 
-from .lazy import lazy_module
-
-torch = lazy_module("torch")
+from .lazy import torch
 
 HF_PREFIX = "vision_model."
 HF_PROJ = "visual_projection.weight"

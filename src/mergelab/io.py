@@ -18,9 +18,7 @@ from typing import Any, Iterator, Mapping
 
 from safetensors import SafetensorError
 
-from .lazy import lazy_module
-
-torch = lazy_module("torch")
+from .lazy import torch
 
 
 class ArtifactError(RuntimeError):

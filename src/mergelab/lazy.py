@@ -1,4 +1,5 @@
-"""Deferred imports of heavy modules."""
+"""Deferred imports of heavy modules: ``from mergelab.lazy import torch`` in every module that
+parsing the workflow imports (config, methods, checkpoints, io, ...)."""
 from __future__ import annotations
 
 import importlib.util
@@ -22,3 +23,7 @@ def lazy_module(name: str) -> ModuleType:
     sys.modules[name] = module
     loader.exec_module(module)
     return module
+
+
+#: torch, executed on its first attribute access (tests/test_parse_imports.py)
+torch = lazy_module("torch")

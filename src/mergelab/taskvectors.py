@@ -19,9 +19,7 @@ from typing import Mapping, Sequence
 from safetensors import SafetensorError, safe_open
 
 from .io import ArtifactError, check_finite
-from .lazy import lazy_module
-
-torch = lazy_module("torch")
+from .lazy import torch
 
 
 def task_vector(finetuned: Mapping[str, torch.Tensor],

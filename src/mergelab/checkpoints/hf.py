@@ -9,13 +9,11 @@ from pathlib import Path
 from typing import Mapping
 
 from .. import convert
-from ..lazy import lazy_module
+from ..lazy import torch
 from ..taskvectors import task_vector
 from .openclip import is_open_clip_file, open_clip_as_hf_vision
 from .sources import (_VISION_ROOTS, CheckpointError, _load_sharded, _load_weight_file,
                       check_same_architecture, resolve_source)
-
-torch = lazy_module("torch")
 
 
 _HF_WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json",

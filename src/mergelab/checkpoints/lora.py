@@ -10,12 +10,10 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .. import convert
-from ..lazy import lazy_module
+from ..lazy import torch
 from .hf import load_hf_clip_vision
 from .openclip import is_open_clip_file, open_clip_as_hf_vision
 from .sources import _VISION_ROOTS, CheckpointError, _load_weight_file, resolve_source
-
-torch = lazy_module("torch")
 
 
 _ADAPTER_WEIGHT_FILES = ("adapter_model.safetensors", "adapter_model.bin")

@@ -8,12 +8,10 @@ from typing import Any, Mapping
 
 from .. import convert
 from ..io import load_tensors
-from ..lazy import lazy_module
+from ..lazy import torch
 from ..taskvectors import task_vector
 from .sources import (_PICKLE_SUFFIXES, _VISION_ROOTS, CheckpointError, check_same_architecture,
                       safe_torch_load)
-
-torch = lazy_module("torch")
 
 
 _OC_INNER_ROOTS = ("conv1.", "class_embedding", "positional_embedding", "ln_pre.", "ln_post.",

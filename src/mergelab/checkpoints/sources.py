@@ -10,9 +10,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..io import ArtifactError, load_tensors
-from ..lazy import lazy_module
-
-torch = lazy_module("torch")
+from ..lazy import torch
 
 
 _HUB_ID_RE = re.compile(r"^[A-Za-z0-9][\w.-]*/[\w.-]+$")

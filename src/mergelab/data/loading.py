@@ -12,9 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from ..io import ArtifactError
-from ..lazy import lazy_module
-
-torch = lazy_module("torch")
+from ..lazy import torch
 
 REQUIRED_SPLITS = ("train", "validation", "test")
 

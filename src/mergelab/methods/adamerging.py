@@ -28,11 +28,9 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from ..lazy import lazy_module
+from ..lazy import torch
 from .base import (COEFFICIENT_PREFIX, AnyOf, Choice, Flag, Interval, MergeContext, MergeMethod,
                    MethodConfigError, Name, Number, Param, TaskVectorSource, optional, param_error)
-
-torch = lazy_module("torch")
 
 
 #: ``init`` value: start λ at another method instance's validated α (its eval JSON)

@@ -18,10 +18,8 @@ import hashlib
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
-from ..lazy import lazy_module
+from ..lazy import torch
 from ..taskvectors import TaskVectorSource
-
-torch = lazy_module("torch")
 
 #: α grids of the spec (methods.md), by name.
 ALPHA_GRIDS: dict[str, list[float]] = {

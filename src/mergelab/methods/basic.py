@@ -3,12 +3,10 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Sequence
 
-from ..lazy import lazy_module
+from ..lazy import torch
 from .base import (Choice, KeyInfo, MergeContext, MergeMethod, MethodConfigError, Number, Param,
                    TaskVectorSource, disjoint_mean, topk_mask, vector_mean)
 from .trim import ties_merge_streamed, whole_model_thresholds
-
-torch = lazy_module("torch")
 
 
 class WeightAveraging(MergeMethod):

@@ -26,11 +26,9 @@ from __future__ import annotations
 
 from typing import Callable, Iterable, Sequence
 
-from ..lazy import lazy_module
+from ..lazy import torch
 from .base import (KeyInfo, MergeContext, MergeMethod, MethodConfigError, Number, Numbers, Param,
                    TaskVectorSource)
-
-torch = lazy_module("torch")
 
 DEFAULT_LAMBDAS = (0.2, 0.3, 0.4, 0.5, 0.6)
 

@@ -25,12 +25,10 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from ..lazy import lazy_module
+from ..lazy import torch
 from .base import (Choice, KeyInfo, MergeContext, MergeMethod, MethodConfigError, Number, Param,
                    TaskVectorSource, disjoint_mean, key_seed, topk_mask)
 from .basic import TRIM_K, TRIM_SCOPE, whole_model_ties
-
-torch = lazy_module("torch")
 
 BASES = ("task_arithmetic", "ties")
 

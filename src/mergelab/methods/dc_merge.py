@@ -33,13 +33,11 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..lazy import lazy_module
+from ..lazy import torch
 from .base import (Choice, Flag, KeyInfo, MergeMethod, Number, Param, disjoint_mean,
                    top_count_mask, vector_mean)
 from .linalg import (GramPolar, assemble, block_diag_mask, key_basis, per_task_rank,
                      smooth_energy, task_triplets, use_fast)
-
-torch = lazy_module("torch")
 
 SMOOTHINGS = ("auto", "none", "avg", "linear")
 

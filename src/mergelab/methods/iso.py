@@ -19,12 +19,10 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..lazy import lazy_module
+from ..lazy import torch
 from .base import KeyInfo, MergeMethod, Number, Param, vector_mean
 from .linalg import (CERT_TOL, GramPolar, _svd_exact, assemble, certified_top_eigh,
                      certified_top_svd, gram_bound, gram_floor, robust_svd, top_svd, use_fast)
-
-torch = lazy_module("torch")
 
 
 def sum_f64(taus: Sequence[torch.Tensor]) -> torch.Tensor:

@@ -24,14 +24,12 @@ from __future__ import annotations
 
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
-from ..lazy import lazy_module
+from ..lazy import torch
 from .base import (KeyInfo, MergeContext, MergeMethod, MethodConfigError, Number, Param,
                    TaskVectorSource, disjoint_mean, is_matrix_key, key_seed, topk_mask, vector_mean)
 from .basic import TRIM_K, TRIM_SCOPE
 from .linalg import robust_svd
 from .trim import ties_merge_streamed, whole_model_thresholds
-
-torch = lazy_module("torch")
 
 #: singular values at or below this are dropped (the public code's support threshold)
 SIGMA_FLOOR = 1e-5

@@ -28,12 +28,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Sequence
 
-from ..lazy import lazy_module
+from ..lazy import torch
 
 if TYPE_CHECKING:
     from .base import KeyInfo
-
-torch = lazy_module("torch")
 
 
 def robust_svd(X: torch.Tensor, full_matrices: bool = False):

@@ -40,11 +40,9 @@ from __future__ import annotations
 import math
 from typing import Sequence
 
-from ..lazy import lazy_module
+from ..lazy import torch
 from .base import Choice, Flag, KeyInfo, MergeMethod, Number, Param, key_seed, optional, vector_mean
 from .linalg import KeyBasis, cat_tasks, key_basis, robust_svd, use_fast
-
-torch = lazy_module("torch")
 
 
 def polar(a: torch.Tensor) -> torch.Tensor:

@@ -26,15 +26,13 @@ from __future__ import annotations
 import math
 from typing import Any, Mapping
 
-from ..lazy import lazy_module
+from ..lazy import torch
 from .adamerging import FROM_METHOD, EntropyMerging, softmax_entropy
 from .base import (ROTATION_PREFIX, Flag, MergeContext, Number, Param, TaskVectorSource,
                    is_matrix_key, overriding)
 from .linalg import robust_svd
 from .mda import effective_k, mda_task_vectors, polar
 from .mda import K_FRACTION
-
-torch = lazy_module("torch")
 
 
 def etf_targets(head_weight: torch.Tensor) -> torch.Tensor:

@@ -21,9 +21,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..lazy import lazy_module
-
-torch = lazy_module("torch")
+from ..lazy import torch
 
 #: produces one key's stacked per-task values [T, *shape] (float32), e.g. the task vectors,
 #: their DARE-dropped versions or KnOTS' per-task right factors

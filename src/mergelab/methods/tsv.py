@@ -18,11 +18,9 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..lazy import lazy_module
+from ..lazy import torch
 from .base import Flag, KeyInfo, MergeMethod, Param, vector_mean
 from .linalg import GramPolar, assemble, key_basis, per_task_rank, task_triplets, use_fast
-
-torch = lazy_module("torch")
 
 
 class TSVMerge(MergeMethod):

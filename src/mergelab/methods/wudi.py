@@ -28,10 +28,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from ..lazy import lazy_module
+from ..lazy import torch
 from .base import Choice, KeyInfo, MergeMethod, Number, Param, vector_mean
-
-torch = lazy_module("torch")
 
 #: suffixes of the keys WUDI optimises (open_clip and Hugging Face CLIP names)
 WUDI_SUFFIXES = (
