@@ -149,6 +149,24 @@ def test_corpus_captions_and_no_test_overlap(tmp_path):
         build_corpus(tmp_path / "c2", n=10, family_weights={"nonsense": 1.0})
 
 
+def test_corpus_mention_prob_per_family(tmp_path):
+    """A per-family mention_prob: 0 = family-level captions only, 1 = every caption names the
+    concept; families left out keep the default; bad names and values are refused."""
+    signs, flowers = MINI_TASKS["signs"].classnames, MINI_TASKS["flowers"].classnames
+    build_corpus(tmp_path / "c", seed=0, n=200, family_weights={"signs": 1.0, "flowers": 1.0},
+                 caption_noise=0.0, mention_prob={"signs": 0.0, "flowers": 1.0})
+    ds = datasets.load_from_disk(str(tmp_path / "c"))
+    by_family = {f: [c.lower() for c, g in zip(ds["caption"], ds["family"]) if g == f] for f in ("signs", "flowers")}
+    assert by_family["signs"] and by_family["flowers"]
+    assert not any(n.lower() in c for c in by_family["signs"] for n in signs)
+    assert all(any(n.lower() in c for n in flowers) for c in by_family["flowers"])
+    with pytest.raises(ValueError, match="unknown corpus families"):
+        build_corpus(tmp_path / "c2", n=10, mention_prob={"nonsense": 0.5})
+    with pytest.raises(ValueError, match="mention_prob must be in"):
+        build_corpus(tmp_path / "c3", n=10, mention_prob={"signs": 1.5})
+    assert not (tmp_path / "c2").exists() and not (tmp_path / "c3").exists()
+
+
 def test_corpus_deterministic(tmp_path):
     for d in ("a", "b"):
         build_corpus(tmp_path / d, seed=5, n=40, family_weights={"flowers": 1.0, "generic": 1.0})

@@ -29,6 +29,8 @@ def test_relative_norm_and_cosine():
     assert math.isclose(regime.relative_norm(tau, theta0), 0.1, rel_tol=1e-6)  # float32 0.3
     with pytest.raises(KeyError, match="'c'"):
         regime.relative_norm({"c": torch.ones(1)}, theta0)
+    with pytest.raises(ValueError, match="all zeros"):  # not a bare ZeroDivisionError
+        regime.relative_norm(tau, {"a": torch.zeros(2, 2)})
     x = {"a": torch.tensor([1.0, 0.0]), "b": torch.tensor([0.0])}
     y = {"a": torch.tensor([0.0, 2.0]), "b": torch.tensor([0.0])}
     assert regime.flat_cosine(x, y) == 0.0 and math.isclose(regime.flat_cosine(x, x), 1.0)

@@ -112,7 +112,7 @@ def prepare_spec(task):
 
 def corpus_spec():
     return {"seed": CFG["seed"], **{k: CFG["pretrain"][k] for k in
-            ("corpus_size", "caption_noise", "family_weights")}}
+            ("corpus_size", "caption_noise", "family_weights", "mention_prob")}}
 
 
 def pretrain_spec():

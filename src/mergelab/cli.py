@@ -72,7 +72,8 @@ def cmd_build_corpus(a):
     spec = _spec(a.spec)
     from .data.mini import build_corpus
     build_corpus(a.out, seed=spec["seed"], n=spec["corpus_size"],
-                 family_weights=spec.get("family_weights"), caption_noise=spec["caption_noise"])
+                 family_weights=spec.get("family_weights"), caption_noise=spec["caption_noise"],
+                 mention_prob=spec.get("mention_prob", 0.5))
 
 
 def cmd_pretrain(a):

@@ -90,7 +90,11 @@ def squared_norm(weights: Mapping[str, torch.Tensor], keys: Sequence[str], where
     missing = [k for k in keys if k not in weights]
     if missing:
         raise KeyError(f"task vector key '{missing[0]}'{f' of {where}' if where else ''} is not in θ0")
-    return sum(float(weights[k].double().pow(2).sum()) for k in keys)
+    total = sum(float(weights[k].double().pow(2).sum()) for k in keys)
+    if total == 0:  # ‖τ‖/‖θ0‖ is undefined: say so rather than divide by zero
+        raise ValueError(f"θ0 is all zeros on the task vectors' keys{f' of {where}' if where else ''}: "
+                         "‖τt‖/‖θ0‖ is undefined (was model.pretrained set?)")
+    return total
 
 
 def flat_cosine(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) -> float:

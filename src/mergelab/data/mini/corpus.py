@@ -181,6 +181,12 @@ def build_corpus(out_dir: str | Path, seed: int = 0, n: int = 30000, family_weig
         raise ValueError("family_weights gives every family weight 0")
     if not 0 <= caption_noise <= 1:
         raise ValueError(f"caption_noise must be in [0, 1], got {caption_noise}")
+    probs = mention_prob.values() if isinstance(mention_prob, dict) else [mention_prob]
+    if not all(0 <= float(v) <= 1 for v in probs):
+        raise ValueError(f"mention_prob must be in [0, 1], got {mention_prob}")
+    unknown = sorted(set(mention_prob) - set(_CAPTIONS)) if isinstance(mention_prob, dict) else []
+    if unknown:
+        raise ValueError(f"mention_prob names unknown corpus families {unknown} (known: {', '.join(_CAPTIONS)})")
     p = np.array([weights[f] for f in fams], np.float64)
     rng = np.random.default_rng([seed, _tag("corpus"), 0])
     fam_idx = rng.choice(len(fams), size=n, p=p / p.sum())
