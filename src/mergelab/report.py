@@ -289,7 +289,7 @@ def accuracy_figure(df: pd.DataFrame, tasks: Sequence[str], stem: Path, title: s
     bx.axvline(100, color="k", lw=0.8, ls="--")
     for yi, v, h in zip(y, norm, hi):
         bx.text(max(v, h) + 1, yi, f"{v:.1f}", va="center", fontsize=8)
-    bx.set_xlabel("Average normalized accuracy (%), 95 % bootstrap interval")
+    bx.set_xlabel("Avg. normalized accuracy (%)\nwhiskers: 95 % bootstrap interval")
     bx.set_title("Normalized accuracy" + ("\n(dark: not distinguishable from the best)" if tied.any() else ""),
                  fontsize=10)
     fig.suptitle(title, fontsize=11)
