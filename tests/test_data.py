@@ -165,6 +165,11 @@ def test_corpus_mention_prob_per_family(tmp_path):
     with pytest.raises(ValueError, match="mention_prob must be in"):
         build_corpus(tmp_path / "c3", n=10, mention_prob={"signs": 1.5})
     assert not (tmp_path / "c2").exists() and not (tmp_path / "c3").exists()
+    # an empty map means the default for every family: the same corpus as the number 0.5
+    build_corpus(tmp_path / "d0", seed=1, n=30, family_weights={"signs": 1.0}, mention_prob={})
+    build_corpus(tmp_path / "d1", seed=1, n=30, family_weights={"signs": 1.0}, mention_prob=0.5)
+    assert (datasets.load_from_disk(str(tmp_path / "d0"))["caption"]
+            == datasets.load_from_disk(str(tmp_path / "d1"))["caption"])
 
 
 def test_corpus_deterministic(tmp_path):

@@ -73,7 +73,7 @@ def cmd_build_corpus(a):
     from .data.mini import build_corpus
     build_corpus(a.out, seed=spec["seed"], n=spec["corpus_size"],
                  family_weights=spec.get("family_weights"), caption_noise=spec["caption_noise"],
-                 mention_prob=spec.get("mention_prob", 0.5))
+                 mention_prob=spec["mention_prob"])
 
 
 def cmd_pretrain(a):

@@ -160,6 +160,18 @@ def _caption(family: str, label: int, img: np.ndarray, rng, mention_prob: float,
     return text[0].upper() + text[1:]
 
 
+def _mention_by_family(mention_prob: float | dict, fams: list[str]) -> dict[str, float]:
+    """mention_prob (one number, or family -> probability with DEFAULT_MENTION_PROB for the
+    families left out) as one probability per family, validated."""
+    given = dict(mention_prob) if isinstance(mention_prob, dict) else dict.fromkeys(fams, mention_prob)
+    unknown = sorted(set(given) - set(_CAPTIONS))
+    if unknown:
+        raise ValueError(f"mention_prob names unknown corpus families {unknown} (known: {', '.join(_CAPTIONS)})")
+    if not all(0 <= float(v) <= 1 for v in given.values()):
+        raise ValueError(f"mention_prob must be in [0, 1], got {mention_prob}")
+    return {f: float(given.get(f, DEFAULT_MENTION_PROB)) for f in fams}
+
+
 def build_corpus(out_dir: str | Path, seed: int = 0, n: int = 30000, family_weights: dict | None = None,
                  caption_noise: float = DEFAULT_CAPTION_NOISE,
                  mention_prob: float | dict = DEFAULT_MENTION_PROB) -> None:
@@ -181,12 +193,7 @@ def build_corpus(out_dir: str | Path, seed: int = 0, n: int = 30000, family_weig
         raise ValueError("family_weights gives every family weight 0")
     if not 0 <= caption_noise <= 1:
         raise ValueError(f"caption_noise must be in [0, 1], got {caption_noise}")
-    probs = mention_prob.values() if isinstance(mention_prob, dict) else [mention_prob]
-    if not all(0 <= float(v) <= 1 for v in probs):
-        raise ValueError(f"mention_prob must be in [0, 1], got {mention_prob}")
-    unknown = sorted(set(mention_prob) - set(_CAPTIONS)) if isinstance(mention_prob, dict) else []
-    if unknown:
-        raise ValueError(f"mention_prob names unknown corpus families {unknown} (known: {', '.join(_CAPTIONS)})")
+    mention = _mention_by_family(mention_prob, fams)
     p = np.array([weights[f] for f in fams], np.float64)
     rng = np.random.default_rng([seed, _tag("corpus"), 0])
     fam_idx = rng.choice(len(fams), size=n, p=p / p.sum())
@@ -198,10 +205,7 @@ def build_corpus(out_dir: str | Path, seed: int = 0, n: int = 30000, family_weig
             x, y = _family_generator(f)(np.random.default_rng([seed, _tag("corpus"), 1, _tag(f)]), len(sel))
             images[sel], labels[sel] = x, y
     crng = np.random.default_rng([seed, _tag("corpus"), 2])
-    mp = mention_prob if isinstance(mention_prob, dict) else {}
-    captions = [_caption(fams[fi], int(lab), img, crng,
-                         float(mp.get(fams[fi], DEFAULT_MENTION_PROB)) if mp else float(mention_prob),
-                         caption_noise)
+    captions = [_caption(fams[fi], int(lab), img, crng, mention[fams[fi]], caption_noise)
                 for fi, lab, img in zip(fam_idx, labels, images)]
     ds = _image_dataset(images, {"caption": captions, "family": [fams[i] for i in fam_idx]},
                         {"caption": datasets.Value("string"), "family": datasets.Value("string")})
