@@ -77,6 +77,34 @@ def test_statistics_from_a_run(tmp_path):
     assert json.loads(js.read_text())["statistics"]["zeroshot_avg"] == 50.0
 
 
+def test_tasks_outside_the_suite_get_their_own_row_and_table(tmp_path):
+    """The ablation's target (every task of the run fine-tunes to >= 80 %) is checked on the
+    tasks of all suites, not only the suite the other statistics describe."""
+    zs = _write(tmp_path / "zs.json", {"kind": "zeroshot", "regime": "full",
+                                       "test": {"a": 0.4, "b": 0.6, "c": 0.2}})
+    ind = _write(tmp_path / "ind.json", {"kind": "individual", "regime": "full",
+                                         "test": {"a": 0.9, "b": 1.0, "c": 0.7}})
+    tv = []
+    for i, t in enumerate(["a", "b"]):
+        p = tmp_path / f"{t}.safetensors"
+        save_tensors({"w": torch.eye(2)[i].reshape(1, 2)}, p)
+        tv.append(p)
+    st = regime.regime_statistics([zs, ind], {"full": tv}, {"w": torch.ones(1, 2)}, ["a", "b"])
+    assert math.isclose(st["individual_min"], 90.0)  # the suite's statistics ignore task c
+    assert math.isclose(st["individual_full_avg"], 95.0)
+    assert st["other_tasks"] == ["c"] and math.isclose(st["individual_min_all"], 70.0)
+    rows = {r[0]: r for r in regime.regime_rows(st)}
+    assert rows["lowest individual task accuracy, every task of the run (%)"][2:] == ("≥ 80", "70.0", "**no**")
+    md = tmp_path / "regime.md"
+    regime.write_regime_report(st, md, tmp_path / "regime.json", "t", {})
+    assert "| individual_full | 70.0 |" in md.read_text()
+    # a run whose only tasks are the suite's has no such row
+    st = regime.regime_statistics([zs, _write(tmp_path / "i2.json", {"kind": "individual", "regime": "full",
+                                                                     "test": {"a": 0.9, "b": 1.0}})],
+                                  {"full": tv}, {"w": torch.ones(1, 2)}, ["a", "b"])
+    assert "individual_min_all" not in st and "other_tasks" not in st
+
+
 def test_alpha_at_the_grid_edge_fails_the_target(tmp_path):
     st = {"ta_normalized_full": 70.0, "ta_alpha_full": "0.1 (1/3, first)", "ta_alpha_inside_full": False}
     rows = {r[0]: r for r in regime.regime_rows(st)}

@@ -8,12 +8,13 @@ def regime_report_spec():
 
 
 def regime_report_inputs(w):
-    """The first seed's evaluations of the main suite, its task vectors and θ0."""
+    """The first seed's evaluations of the main suite, its task vectors and θ0, and the
+    zero-shot and fine-tuned accuracy of the run's other tasks."""
     spec = regime_report_spec()
     tasks = spec["tasks"]
-    evals = [zeroshot_eval(REGIMES[0], t) for t in tasks]
+    evals = [zeroshot_eval(REGIMES[0], t) for t in TASKS]
     for r in REGIMES:
-        evals += [individual_eval(r, t, FIRST_SEED) for t in tasks]
+        evals += [individual_eval(r, t, FIRST_SEED) for t in TASKS]
         evals += [merged_eval(r, MAIN_SUITE, m, FIRST_SEED)
                   for m in (spec["ta_method"], spec["adamerging_method"])
                   if m in CFG["methods"] and r in method_regimes(CFG, m)]
