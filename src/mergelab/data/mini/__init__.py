@@ -16,16 +16,18 @@ whatever seeds are chosen.
 Modules: ``primitives`` (vectorised drawing), ``glyphs`` (PIL-rendered templates and
 fonts), one module per task family (``textures``, ``overhead``, ``scenes``, ``vehicles``,
 ``signs``, ``shapes``, ``characters``, ``flowers``, ``faces``, ``cells``), ``tasks`` (the
-task table), ``build`` (writing a task to disk) and ``corpus``.
+task table), ``build`` (writing a task to disk), ``corpus`` and ``supervised`` (a
+from-scratch learnability check).
 """
 from .build import build_task, pixel_baselines, split_indices
 from .corpus import (DEFAULT_CAPTION_NOISE, DEFAULT_FAMILY_WEIGHTS, DEFAULT_MENTION_PROB,
                      build_corpus, corpus_families)
 from .primitives import RES
+from .supervised import supervised_baseline
 from .tasks import (ALL_TASKS, DEFAULT_TASKS, EXTRA_TASKS, GENERATOR_VERSION, MINI_TASKS,
                     OTHER_TASKS, STREAM_TEST, STREAM_TRAIN, MiniTask, get_task, task_arrays)
 
 __all__ = ["ALL_TASKS", "DEFAULT_TASKS", "EXTRA_TASKS", "OTHER_TASKS", "MINI_TASKS", "MiniTask",
            "GENERATOR_VERSION", "STREAM_TRAIN", "STREAM_TEST", "RES", "get_task", "task_arrays",
-           "split_indices", "build_task", "pixel_baselines", "build_corpus", "corpus_families",
+           "split_indices", "build_task", "pixel_baselines", "supervised_baseline", "build_corpus", "corpus_families",
            "DEFAULT_FAMILY_WEIGHTS", "DEFAULT_MENTION_PROB", "DEFAULT_CAPTION_NOISE"]
