@@ -30,6 +30,18 @@ def test_micro_config_valid():
     load_config(ROOT / "tests" / "micro" / "config.yaml")
 
 
+@pytest.mark.parametrize("name", ["ablations_mini", "seeds_mini", "pretrain_mini", "pretrain_pilot"])
+def test_mini_configs_valid(name):
+    """The documented mini configs stay valid, and the pretraining ones give every family of
+    their corpus a caption rate in [0, 1] (validated when the corpus is built)."""
+    from mergelab.data.mini.corpus import _mention_by_family
+    cfg = load_config(ROOT / "config" / f"{name}.yaml")
+    pre = cfg.get("pretrain") or {}
+    if cfg["model"].get("pretrained") is None:
+        fams = [f for f, w in pre["family_weights"].items() if w > 0]
+        assert set(_mention_by_family(pre["mention_prob"], fams)) == set(fams)
+
+
 @pytest.mark.parametrize("mutate, key", [
     (lambda c: c.update(bogus=1), "bogus"),
     (lambda c: c.update(seed="zero"), "seed"),
