@@ -215,3 +215,5 @@ def test_supervised_baseline_learns_and_is_seeded():
     assert mini.supervised_baseline("cells", **kwargs) == a
     with pytest.raises(ValueError, match="n_train"):
         mini.supervised_baseline("cells", n_train=10, batch_size=64)
+    with pytest.raises(ValueError, match="takes \\(224, 224\\) images"):  # a paper-scale encoder
+        mini.supervised_baseline("cells", model_name="ViT-B-32-2blocks", **kwargs)

@@ -282,6 +282,13 @@ def disentanglement_table(stats: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _task_table(tasks: Sequence[str], rows: Mapping[str, Mapping[str, float]]) -> list[str]:
+    """A statistic × task Markdown table."""
+    lines = ["| | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
+    return lines + [f"| {name} | " + " | ".join(_fmt(vals.get(t)) for t in tasks) + " |"
+                    for name, vals in rows.items()]
+
+
 def write_regime_report(stats: Mapping[str, Any], out_md: str | Path, out_json: str | Path,
                         title: str, provenance_block: Mapping[str, Any]) -> None:
     rows = regime_rows(stats)
@@ -289,20 +296,11 @@ def write_regime_report(stats: Mapping[str, Any], out_md: str | Path, out_json: 
              "| statistic | paper (ViT-B/32, 8 tasks) | target | this run | met |",
              "|---|---|---|---:|---|"]
     lines += [f"| {' | '.join(r)} |" for r in rows]
-    per_task = stats.get("per_task", {})
-    if per_task:
-        tasks = stats["tasks"]
-        lines += ["", "Per task:", "", "| | " + " | ".join(tasks) + " |",
-                  "|---|" + "---:|" * len(tasks)]
-        for name, vals in per_task.items():
-            lines.append(f"| {name} | " + " | ".join(_fmt(vals.get(t)) for t in tasks) + " |")
-    other = stats.get("per_task_other", {})
-    if other:
-        tasks = stats["other_tasks"]
+    if stats.get("per_task"):
+        lines += ["", "Per task:", "", *_task_table(stats["tasks"], stats["per_task"])]
+    if stats.get("per_task_other"):
         lines += ["", "The run's other tasks (fine-tuned, not in the suite):", "",
-                  "| | " + " | ".join(tasks) + " |", "|---|" + "---:|" * len(tasks)]
-        for name, vals in other.items():
-            lines.append(f"| {name} | " + " | ".join(_fmt(vals.get(t)) for t in tasks) + " |")
+                  *_task_table(stats["other_tasks"], stats["per_task_other"])]
     if stats.get("disentanglement_pairs"):
         lines += ["", disentanglement_table(stats)]
     with atomic_path(out_md) as tmp:

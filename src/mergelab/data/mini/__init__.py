@@ -29,5 +29,6 @@ from .tasks import (ALL_TASKS, DEFAULT_TASKS, EXTRA_TASKS, GENERATOR_VERSION, MI
 
 __all__ = ["ALL_TASKS", "DEFAULT_TASKS", "EXTRA_TASKS", "OTHER_TASKS", "MINI_TASKS", "MiniTask",
            "GENERATOR_VERSION", "STREAM_TRAIN", "STREAM_TEST", "RES", "get_task", "task_arrays",
-           "split_indices", "build_task", "pixel_baselines", "supervised_baseline", "build_corpus", "corpus_families",
+           "split_indices", "build_task", "pixel_baselines", "supervised_baseline", "build_corpus",
+           "corpus_families",
            "DEFAULT_FAMILY_WEIGHTS", "DEFAULT_MENTION_PROB", "DEFAULT_CAPTION_NOISE"]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .primitives import RES
 from .tasks import get_task, task_arrays
 
 
@@ -24,13 +25,14 @@ def supervised_baseline(name: str, model_name: str = "mergelab-tiny", seed: int 
 
     if n_train < batch_size:
         raise ValueError(f"n_train ({n_train}) must be at least batch_size ({batch_size})")
-    xtr, ytr, xte, yte = task_arrays(name, seed, n_train, n_test)
-    k = len(get_task(name).classnames)
     seed_everything(seed)
     encoder = create_open_clip(model_name, None).visual
-    with torch.no_grad():
-        dim = encoder(torch.zeros(1, 3, xtr.shape[1], xtr.shape[2])).shape[-1]
-    model = nn.Sequential(encoder, nn.Linear(dim, k))
+    if tuple(encoder.image_size) != (RES, RES):
+        raise ValueError(f"model '{model_name}' takes {tuple(encoder.image_size)} images; "
+                         f"the mini tasks are {RES}x{RES}")
+    xtr, ytr, xte, yte = task_arrays(name, seed, n_train, n_test)
+    k = len(get_task(name).classnames)
+    model = nn.Sequential(encoder, nn.Linear(encoder.output_dim, k))
 
     def images(x: np.ndarray) -> torch.Tensor:
         return normalize_images(torch.from_numpy(x).permute(0, 3, 1, 2))
