@@ -31,7 +31,7 @@ def test_micro_config_valid():
 
 
 @pytest.mark.parametrize("names", [["ablations_mini"], ["seeds_mini"], ["pretrain_mini"],
-                                   ["pretrain_mini", "pretrain_pilot"]])
+                                   ["pretrain_mini", "pretrain_pilot"], ["probe_added_tasks"]])
 def test_mini_configs_valid(names):
     """The documented mini configs (the pilot as the overlay Snakemake merges onto
     pretrain_mini) stay valid, and the pretraining ones give every family of their corpus a
