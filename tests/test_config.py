@@ -31,7 +31,8 @@ def test_micro_config_valid():
 
 
 @pytest.mark.parametrize("names", [["ablations_mini"], ["seeds_mini"], ["pretrain_mini"],
-                                   ["pretrain_mini", "pretrain_pilot"], ["probe_added_tasks"]])
+                                   ["pretrain_mini", "pretrain_pilot"], ["pretrain_mini", "pretrain_v3"],
+                                   ["probe_added_tasks"]])
 def test_mini_configs_valid(names):
     """The documented mini configs (the pilot as the overlay Snakemake merges onto
     pretrain_mini) stay valid, and the pretraining ones give every family of their corpus a
@@ -63,6 +64,8 @@ def test_mini_configs_valid(names):
     (lambda c: c.setdefault("evaluation", {}).update(alpha_grid=[]), "evaluation.alpha_grid"),
     (lambda c: c.update(regimes=["half"]), "regimes.0"),
     (lambda c: c.update(device="tpu"), "device"),
+    (lambda c: c["data"]["tasks"].update(EuroSAT={"source": "hub", "n_train": 100}), "data.tasks.EuroSAT.n_train"),
+    (lambda c: c["data"]["tasks"].update(signs={"source": "mini", "n_train": 5}), "data.tasks.signs.n_train"),
 ])
 def test_bad_configs_name_the_key(base, mutate, key):
     cfg = copy.deepcopy(base)

@@ -217,3 +217,14 @@ def test_supervised_baseline_learns_and_is_seeded():
         mini.supervised_baseline("cells", n_train=10, batch_size=64)
     with pytest.raises(ValueError, match="takes \\(224, 224\\) images"):  # a paper-scale encoder
         mini.supervised_baseline("cells", model_name="ViT-B-32-2blocks", **kwargs)
+
+
+def test_per_task_n_train_overrides_the_suite_size(tmp_path):
+    """data.tasks.<task>.n_train sizes one mini task; the others keep data.mini.n_train."""
+    from mergelab.data.prepare import prepare_task
+    mini = {"n_train": 40, "n_test": 10}
+    prepare_task("counting", {"source": "mini", "n_train": 60}, tmp_path / "big", mini=mini)
+    prepare_task("counting", {"source": "mini"}, tmp_path / "default", mini=mini)
+    sizes = {name: sum(datasets.load_from_disk(str(tmp_path / name))[s].num_rows
+                       for s in ("train", "validation")) for name in ("big", "default")}
+    assert sizes == {"big": 60, "default": 40}

@@ -87,6 +87,9 @@ def _check_task_sources(tasks: Mapping[str, Any]) -> None:
     from .data.prepare import task_source
     for name, task in tasks.items():
         src = task_source(task)
+        if task.get("n_train") is not None and src != "mini":
+            raise ConfigError(f"config key 'data.tasks.{name}.n_train': only for source 'mini' "
+                              f"(the size of a '{src}' dataset is the dataset's)")
         if src == "mini":
             from .data.mini import MINI_TASKS
             if name not in MINI_TASKS:

@@ -29,8 +29,8 @@ def prepare_task(task: str, task_cfg: Mapping[str, Any], out_dir: str | Path, se
     if task_source(task_cfg) == "mini":
         from .mini import build_task
         mini = dict(mini or {})
-        build_task(task, out_dir, seed=seed, n_train=mini.get("n_train", 2400),
-                   n_test=mini.get("n_test", 600))
+        n_train = task_cfg.get("n_train") or mini.get("n_train", 2400)  # per task, else the suite's
+        build_task(task, out_dir, seed=seed, n_train=n_train, n_test=mini.get("n_test", 600))
         return
     from . import paper  # hub and local folders (paper scale)
     paper.prepare_task(task, task_cfg, out_dir, seed=seed, cache_dir=cache_dir)
