@@ -184,6 +184,8 @@ def test_corpus_deterministic(tmp_path):
 # when data/mini.py became a package: images that change need a new GENERATOR_VERSION (and
 # new values here), or existing datasets would silently differ from fresh ones
 GENERATED_SHA256 = {1: {"tasks": "f5b27149646c9f193ff5d8ed6c4a42523b5bd128816b2d8193f125e5689acc50",
+                        "corpus": "dad3cbc7c248a32d65113d4fa60727309fccf455c85683ec9926e15569ed4ee4"},
+                    2: {"tasks": "20b23af6270a0069104c2f45eba8d3621eb07e43c8f9694f3c73a5f88e9793bf",
                         "corpus": "dad3cbc7c248a32d65113d4fa60727309fccf455c85683ec9926e15569ed4ee4"}}
 
 
@@ -202,6 +204,19 @@ def _generated_fingerprint(tmp_path) -> dict[str, str]:
 
 def test_generated_images_fingerprint(tmp_path):
     assert _generated_fingerprint(tmp_path) == GENERATED_SHA256[mini.GENERATOR_VERSION]
+
+
+def test_shapes_task_redesign_leaves_the_corpus_alone():
+    """Version 2 changed the shapes task only: the corpus the shipped CLIPs were pretrained
+    on still draws all ten outlines, so mini-corpus-v3 stays reproducible bit for bit."""
+    assert GENERATED_SHA256[2]["corpus"] == GENERATED_SHA256[1]["corpus"]
+    assert GENERATED_SHA256[2]["tasks"] != GENERATED_SHA256[1]["tasks"]
+    from mergelab.data.mini.corpus import _n_concepts
+    assert _n_concepts("shapes") == 10
+    assert MINI_TASKS["shapes"].classnames == ["circle", "square", "triangle", "star", "cross", "heart",
+                                               "crescent", "ring"]
+    x, y = MINI_TASKS["shapes"].generate(np.random.default_rng(0), 16)
+    assert x.shape == (16, 32, 32, 3) and set(y.tolist()) == set(range(8))
 
 
 def test_supervised_baseline_learns_and_is_seeded():

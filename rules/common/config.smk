@@ -12,6 +12,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(workflow.basedir) / "src"))
 
 from mergelab.config import (
+    MINI_TASK_REVISIONS,
     ConfigError,
     all_method_instances,
     alpha_grid,
@@ -107,7 +108,10 @@ def data_spec():
 
 def prepare_spec(task):
     d = CFG["data"]
-    return {"task": d["tasks"][task], "seed": CFG["seed"], "mini": d["mini"], "cache_dir": d["cache_dir"]}
+    spec = {"task": d["tasks"][task], "seed": CFG["seed"], "mini": d["mini"], "cache_dir": d["cache_dir"]}
+    if d["tasks"][task].get("source") == "mini" and task in MINI_TASK_REVISIONS:
+        spec["revision"] = MINI_TASK_REVISIONS[task]  # a regenerated task reruns (and only it)
+    return spec
 
 
 def corpus_spec():

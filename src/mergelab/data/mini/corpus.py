@@ -15,7 +15,7 @@ from .flowers import _FLOWERS
 from .overhead import _AERIAL, _LANDUSE
 from .primitives import RES, _b, _bb, _finish, _frame, _noise, _u
 from .scenes import _SCENES
-from .shapes import _COUNT_WORDS, _DIRECTIONS, _SHAPES
+from .shapes import _COUNT_WORDS, _DIRECTIONS, _SHAPES, _r_shapes_corpus
 from .signs import _SIGNS
 from .tasks import GENERATOR_VERSION, MINI_TASKS, _generator, _tag, get_task
 from .textures import _TEXTURES
@@ -129,7 +129,15 @@ def _family_generator(name: str):
         return _generator(_r_generic, len(_COLOUR_NAMES) ** 2)
     if name == "printed_letters":
         return _generator(_printed(_LETTERS), len(_LETTERS))
+    if name == "shapes":  # all ten outlines, as the shipped CLIPs saw them
+        return _generator(_r_shapes_corpus, len(_SHAPES))
     return get_task(name).generate
+
+
+def _n_concepts(family: str) -> int:
+    if family == "shapes":
+        return len(_SHAPES)
+    return len(get_task(family).classnames) if family in MINI_TASKS else len(_LETTERS)
 
 
 def _dominant_colour(img: np.ndarray) -> str:
@@ -147,7 +155,7 @@ def _caption(family: str, label: int, img: np.ndarray, rng, mention_prob: float,
         return _generic_caption(label, rng)
     concepts, with_c, without_c = _CAPTIONS[family]
     if rng.random() < mention_prob:
-        k = len(get_task(family).classnames) if family in MINI_TASKS else len(_LETTERS)
+        k = _n_concepts(family)
         lab = label
         if rng.random() < noise:  # a wrong (but same-family) concept
             lab = int((label + 1 + rng.integers(k - 1)) % k)

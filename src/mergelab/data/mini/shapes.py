@@ -11,8 +11,13 @@ from .primitives import (_b, _contrast_pair, _finish, _frame, _grid, _local, _no
                          _rand_col, _u, _warp, _window)
 
 
+# The pretraining corpus's shapes family keeps all ten outlines (the shipped CLIPs were
+# pretrained on it); the shapes task drops hexagon and pentagon, which at 32x32 are
+# near-circles, and draws larger shapes (docs/mini_suite.md, "The 16-task ablation's added tasks").
 _SHAPES = ["circle", "square", "triangle", "star", "hexagon", "pentagon", "cross", "heart",
            "crescent", "ring"]
+_TASK_SHAPES = [n for n in _SHAPES if n not in ("hexagon", "pentagon")]
+_TASK_SHAPE_INDEX = np.array([_SHAPES.index(n) for n in _TASK_SHAPES])
 
 
 @lru_cache(maxsize=1)
@@ -53,8 +58,8 @@ def _arrow_templates() -> np.ndarray:
     return np.stack([_draw_masks(64, lambda: [s]) for s in specs])
 
 
-def _r_shapes(rng, labels):
-    m = len(labels)
+def _shape_scene(rng, template_idx, scale, shift):
+    m = len(template_idx)
     xx, yy = _grid()
     fg, bg = _contrast_pair(rng, m, 0.3)
     img = bg * (1 - 0.4 * _noise(rng, m, 4))[..., None] + _rand_col(rng, m) * 0.4 * _noise(rng, m, 4)[..., None]
@@ -62,9 +67,19 @@ def _r_shapes(rng, labels):
         x0, y0 = _u(rng, -1, 1, m), _u(rng, -1, 1, m)
         dot = (xx[None] - _b(x0)) ** 2 + (yy[None] - _b(y0)) ** 2 < _b(_u(rng, 0.04, 0.12, m)) ** 2
         img = _paint(img, dot, _rand_col(rng, m))
-    xl, yl = _frame(rng, m, full_rot=True, scale=(0.45, 0.8), shift=0.25)
-    return _finish(_paint(img, _warp(_shape_templates(), labels, xl, yl)[..., 0], fg), rng,
+    xl, yl = _frame(rng, m, full_rot=True, scale=scale, shift=shift)
+    return _finish(_paint(img, _warp(_shape_templates(), template_idx, xl, yl)[..., 0], fg), rng,
                    noise=(0.02, 0.06), shade=0.2)
+
+
+def _r_shapes_corpus(rng, labels):
+    """The corpus's shapes family: labels index _SHAPES, 45-80 % scale."""
+    return _shape_scene(rng, labels, (0.45, 0.8), 0.25)
+
+
+def _r_shapes(rng, labels):
+    """The shapes task: labels index _TASK_SHAPES, 70-95 % scale."""
+    return _shape_scene(rng, _TASK_SHAPE_INDEX[np.asarray(labels)], (0.7, 0.95), 0.15)
 
 
 # --- counting objects (imitates CLEVR-count style counting) ----------------------------

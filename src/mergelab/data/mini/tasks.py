@@ -15,12 +15,14 @@ from .flowers import _FLOWERS, _r_flowers
 from .overhead import _AERIAL, _LANDUSE, _r_aerial, _r_landuse
 from .primitives import _CHUNK, RES
 from .scenes import _SCENES, _r_scenes
-from .shapes import _COUNT_WORDS, _DIRECTIONS, _SHAPES, _r_arrows, _r_counting, _r_shapes
+from .shapes import _COUNT_WORDS, _DIRECTIONS, _TASK_SHAPES, _r_arrows, _r_counting, _r_shapes
 from .signs import _SIGNS, _r_signs
 from .textures import _TEXTURES, _r_textures
 from .vehicles import _VEHICLES, _r_vehicles
 
-GENERATOR_VERSION = 1  # recorded in mini_meta.json; bump when any generated image changes
+GENERATOR_VERSION = 2  # recorded in mini_meta.json; bump when any generated image changes
+# (2: the shapes task drops hexagon and pentagon and draws larger shapes; the corpus is unchanged;
+# config.MINI_TASK_REVISIONS lists each changed task)
 
 STREAM_TRAIN, STREAM_TEST = 0, 1
 
@@ -107,7 +109,7 @@ MINI_TASKS: dict[str, MiniTask] = {
                                      "a street sign with the number {}."],
                            "printed digits in many fonts and colours with neighbouring digits",
                            _r_house_numbers, "SVHN"),
-    "shapes": _task(_SHAPES, ["a photo of a {}.", "a {} shape.", "a drawing of a {}."],
+    "shapes": _task(_TASK_SHAPES, ["a photo of a {}.", "a {} shape.", "a drawing of a {}."],
                     "geometric shapes at any rotation on cluttered coloured backgrounds",
                     _r_shapes, "CIFAR100 / STL10 (generic objects)"),
     "flowers": _task([f[0] for f in _FLOWERS], ["a photo of a {}, a type of flower.",
