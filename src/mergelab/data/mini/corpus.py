@@ -17,7 +17,7 @@ from .primitives import RES, _b, _bb, _finish, _frame, _noise, _u
 from .scenes import _SCENES
 from .shapes import _COUNT_WORDS, _DIRECTIONS, _SHAPES, _r_shapes_corpus
 from .signs import _SIGNS
-from .tasks import GENERATOR_VERSION, MINI_TASKS, _generator, _tag, get_task
+from .tasks import GENERATOR_VERSION, _generator, _tag, get_task
 from .textures import _TEXTURES
 from .vehicles import _VEHICLES
 
@@ -124,20 +124,26 @@ def _generic_caption(label: int, rng) -> str:
     return text[0].upper() + text[1:]
 
 
+# Families the corpus draws with its own renderer rather than the task of the same name:
+# (renderer, number of concepts). shapes keeps revision 1, the ten outlines the shipped
+# CLIPs were pretrained on (the task itself was redesigned afterwards).
+_OWN_RENDERERS = {
+    "generic": (_r_generic, len(_COLOUR_NAMES) ** 2),
+    "printed_letters": (_printed(_LETTERS), len(_LETTERS)),
+    "shapes": (_r_shapes_corpus, len(_SHAPES)),
+}
+
+
 def _family_generator(name: str):
-    if name == "generic":
-        return _generator(_r_generic, len(_COLOUR_NAMES) ** 2)
-    if name == "printed_letters":
-        return _generator(_printed(_LETTERS), len(_LETTERS))
-    if name == "shapes":  # all ten outlines, as the shipped CLIPs saw them
-        return _generator(_r_shapes_corpus, len(_SHAPES))
+    if name in _OWN_RENDERERS:
+        return _generator(*_OWN_RENDERERS[name])
     return get_task(name).generate
 
 
 def _n_concepts(family: str) -> int:
-    if family == "shapes":
-        return len(_SHAPES)
-    return len(get_task(family).classnames) if family in MINI_TASKS else len(_LETTERS)
+    if family in _OWN_RENDERERS:
+        return _OWN_RENDERERS[family][1]
+    return len(get_task(family).classnames)
 
 
 def _dominant_colour(img: np.ndarray) -> str:

@@ -8,6 +8,7 @@ from typing import Callable
 
 import numpy as np
 
+from ...config import MINI_TASK_REVISIONS
 from .cells import _r_cells
 from .characters import _GREEK_NAMES, _LETTERS, _r_digits, _r_greek, _r_house_numbers, _r_letters
 from .faces import _FACES, _r_faces
@@ -20,9 +21,9 @@ from .signs import _SIGNS, _r_signs
 from .textures import _TEXTURES, _r_textures
 from .vehicles import _VEHICLES, _r_vehicles
 
-GENERATOR_VERSION = 2  # recorded in mini_meta.json; bump when any generated image changes
-# (2: the shapes task drops hexagon and pentagon and draws larger shapes; the corpus is unchanged;
-# config.MINI_TASK_REVISIONS lists each changed task)
+# Recorded in mini_meta.json: the newest task revision (a task's images change -> a new entry
+# in config.MINI_TASK_REVISIONS, which the workflow's params carry; the corpus is unchanged).
+GENERATOR_VERSION = max(MINI_TASK_REVISIONS.values(), default=1)
 
 STREAM_TRAIN, STREAM_TEST = 0, 1
 
